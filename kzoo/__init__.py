@@ -1,0 +1,126 @@
+"""kzoo: Keras 3 models from a one-line architecture string, a pretrained zoo, transfer learning.
+
+>>> import kzoo
+>>> model = kzoo.build("20C5-MP2-50C5-MP2-FC256-FC10", input_shape=(28, 28, 1))
+>>> kzoo.explain("28x28x1:20C5-MP2-50C5-MP2-FC256-FC10")  # pure Python, no Keras import
+
+The public names below are imported on first use, so ``import kzoo`` stays fast and
+``kzoo explain`` never imports Keras. kzoo's Keras layers register themselves as soon as Keras
+is imported, so ``keras.saving.load_model`` can reload models that use them after ``import kzoo``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+from typing import Any
+
+from kzoo.errors import (
+    ChecksumError,
+    ConversionError,
+    DownloadError,
+    KzooError,
+    ManifestError,
+    OfflineError,
+    SpecError,
+    TrainingError,
+    TransferError,
+    UnknownNameError,
+    UnsafePickleError,
+)
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it; imported on first attribute access (PEP 562)
+_LAZY: dict[str, str] = {
+    "TrainingDiagnostics": "kzoo.diagnostics",
+    "Transfer": "kzoo.transfer_learning",
+    "build": "kzoo.builder",
+    "decode_predictions": "kzoo.zoo",
+    "explain": "kzoo.dsl",
+    "list_architectures": "kzoo.architectures",
+    "list_models": "kzoo.zoo",
+    "load": "kzoo.zoo",
+    "parse": "kzoo.dsl",
+    "preprocess_input": "kzoo.zoo",
+    "register_token": "kzoo.tokens",
+    "scoped_tokens": "kzoo.tokens",
+    "to_string": "kzoo.builder",
+    "transfer": "kzoo.transfer_learning",
+}
+_SUBMODULES = ("datasets", "diagnostics", "layers", "plots")
+
+__all__ = sorted(
+    [
+        "ChecksumError",
+        "ConversionError",
+        "DownloadError",
+        "KzooError",
+        "ManifestError",
+        "OfflineError",
+        "SpecError",
+        "TrainingError",
+        "TransferError",
+        "UnknownNameError",
+        "UnsafePickleError",
+        "__version__",
+        *_LAZY,
+        *_SUBMODULES,
+    ]
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"kzoo.{name}")
+    else:
+        raise AttributeError(f"module 'kzoo' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+class _RegisterLayersAfterKeras(importlib.abc.MetaPathFinder):
+    """Imports kzoo.layers right after Keras itself, whoever imports Keras.
+
+    Written by hand because Python has no post-import hook. Keras only deserializes classes
+    that are registered, so kzoo's layers must be registered before a saved model is loaded;
+    importing Keras eagerly instead would cost every ``kzoo explain`` several seconds.
+    """
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None):
+        if fullname != "keras":
+            return None
+        sys.meta_path.remove(self)  # one-shot; also keeps find_spec below from recursing
+        spec = importlib.util.find_spec("keras")
+        if spec is not None and spec.loader is not None:
+            spec.loader = _ThenImportLayers(spec.loader)
+        return spec
+
+
+class _ThenImportLayers(importlib.abc.Loader):
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        self._loader.exec_module(module)
+        importlib.import_module("kzoo.layers")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+
+if "keras" in sys.modules:
+    importlib.import_module("kzoo.layers")
+elif not any(isinstance(f, _RegisterLayersAfterKeras) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterLayersAfterKeras())
