@@ -52,24 +52,38 @@ _LAZY: dict[str, str] = {
 }
 _SUBMODULES = ("datasets", "diagnostics", "layers", "plots")
 
-__all__ = sorted(
-    [
-        "ChecksumError",
-        "ConversionError",
-        "DownloadError",
-        "KzooError",
-        "ManifestError",
-        "OfflineError",
-        "SpecError",
-        "TrainingError",
-        "TransferError",
-        "UnknownNameError",
-        "UnsafePickleError",
-        "__version__",
-        *_LAZY,
-        *_SUBMODULES,
-    ]
-)
+__all__ = [
+    "ChecksumError",
+    "ConversionError",
+    "DownloadError",
+    "KzooError",
+    "ManifestError",
+    "OfflineError",
+    "SpecError",
+    "TrainingDiagnostics",
+    "TrainingError",
+    "Transfer",
+    "TransferError",
+    "UnknownNameError",
+    "UnsafePickleError",
+    "__version__",
+    "build",
+    "datasets",
+    "decode_predictions",
+    "diagnostics",
+    "explain",
+    "layers",
+    "list_architectures",
+    "list_models",
+    "load",
+    "parse",
+    "plots",
+    "preprocess_input",
+    "register_token",
+    "scoped_tokens",
+    "to_string",
+    "transfer",
+]
 
 
 def __getattr__(name: str) -> Any:

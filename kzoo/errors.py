@@ -6,11 +6,11 @@ exception a caller would naturally catch, so ``except ValueError`` keeps working
     KzooError
     ├── SpecError (ValueError)           a malformed architecture string; .spec, .span
     ├── UnknownNameError (LookupError)   a model, weights tag, layer or token that does not exist
-    ├── ManifestError (ValueError)       a weights manifest that does not validate; names the bad key
+    ├── ManifestError (ValueError)       a manifest that does not validate; names the bad key
     ├── DownloadError (OSError)          a file that could not be fetched
     │   ├── ChecksumError                fetched, but its size or hash is wrong (nothing is kept)
     │   └── OfflineError                 KZOO_OFFLINE=1 and the file is not cached
-    ├── ConversionError (ValueError)     a weights file that cannot be read or does not fit the model
+    ├── ConversionError (ValueError)     a weights file unreadable or unfit for the model
     │   └── UnsafePickleError            a pickle that asks for anything but numpy arrays
     ├── TransferError (ValueError)       a transfer-learning request that cannot work
     └── TrainingError (RuntimeError)     training went wrong (NaN loss, ...); raised by diagnostics

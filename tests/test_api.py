@@ -64,3 +64,10 @@ def test_kzoo_layers_register_when_keras_was_imported_first() -> None:
         """
     )
     assert out == "True"
+
+
+def test_all_names_exactly_the_lazy_exports_errors_and_submodules() -> None:
+    from kzoo import errors
+
+    expected = {*kzoo._LAZY, *kzoo._SUBMODULES, *errors.__all__, "__version__"}
+    assert set(kzoo.__all__) == expected
