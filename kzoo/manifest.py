@@ -14,6 +14,7 @@ The schema is documented in docs/zoo.md.
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
 import os
 import re
@@ -174,6 +175,20 @@ class Manifest:
     def pretrained_names(self) -> list[str]:
         """Every ``model.tag`` pair, sorted."""
         return sorted(s.qualified_name for m in self.models.values() for s in m.weights.values())
+
+    def names(self, pattern: str = "*", pretrained: bool = False) -> list[str]:
+        """Model names (or ``model.tag`` names) matching fnmatch ``pattern``, sorted.
+
+        With ``pretrained=True`` a ``model.tag`` matches when either it or its model name does,
+        so ``"vgg19"`` lists every source of vgg19.
+        """
+        if not pretrained:
+            return sorted(n for n in self.models if fnmatch.fnmatchcase(n, pattern))
+        return [
+            q
+            for q in self.pretrained_names()
+            if fnmatch.fnmatchcase(q, pattern) or fnmatch.fnmatchcase(q.split(".")[0], pattern)
+        ]
 
 
 def builtin_manifest_path() -> Path:

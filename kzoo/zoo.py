@@ -1,0 +1,471 @@
+"""The model zoo: pretrained models by name, with their class names and preprocessing.
+
+>>> model = kzoo.load("vgg19")                      # Oxford weights, Keras's copy
+>>> model = kzoo.load("vgg19.tv_in1k", include_top=False, input_shape=(160, 160, 3))
+>>> kzoo.decode_predictions(model.predict(images))  # [[(wnid, name, score), ...], ...]
+
+A load is: manifest entry -> ``kzoo.build(spec)`` with an ImagePreprocessing layer -> the
+converted weights from the cache, or else download (verified) -> convert -> store -> assign
+by layer name. The converted file's name carries the model, tag, variant, the source file's
+hash and the converter version, so a new upstream file or a converter fix never reuses a stale
+conversion; a hit costs a few ``stat`` calls and writes nothing (read-only caches work).
+
+Keras is imported inside the functions that need it, so the command line can list models,
+fetch and import files without it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kzoo import cache
+from kzoo.errors import ConversionError, DownloadError, KzooError
+from kzoo.manifest import (
+    EMBEDDED_CLASSES,
+    ManifestLike,
+    ModelEntry,
+    WeightSource,
+    load_manifest,
+)
+
+if TYPE_CHECKING:
+    import keras
+    import numpy as np
+
+__all__ = ["decode_predictions", "list_models", "load", "preprocess_input"]
+
+logger = logging.getLogger("kzoo")
+
+DEFAULT = "default"  # weights= value meaning "the model's default_weights"
+# a local weights file's format, from its suffix (weights=path)
+_SUFFIX_FORMAT = {
+    ".h5": "keras_h5",
+    ".hdf5": "keras_h5",
+    ".caffemodel": "caffe",
+    ".pkl": "lasagne",
+    ".pickle": "lasagne",
+    ".safetensors": "safetensors_vgg",
+}
+_FORMAT_PREPROCESSING = {"keras_h5": "caffe", "caffe": "caffe", "lasagne": "caffe"}
+
+
+def load(
+    name: str = "vgg19",
+    weights: str | os.PathLike[str] | None = DEFAULT,
+    include_top: bool = True,
+    input_shape: Sequence[int] | None = None,
+    pooling: str | None = None,
+    preprocessing: bool = True,
+    manifest: ManifestLike | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
+) -> keras.Model:
+    """Build a zoo model and load its pretrained weights.
+
+    Args:
+        name: A model (``"vgg19"``) or a timm-style ``"model.tag"`` (``"vgg19.tv_in1k"``).
+        weights: A weights tag of the model (``"imagenet"``, ``"caffe"``, ``"lasagne"``,
+            ``"tv_in1k"``), ``"default"`` for the model's default tag, None for random
+            weights, or the path of a local file in a supported format.
+        include_top: Keep the classifier (``flatten`` and the FC layers). Without it any
+            input size works.
+        input_shape: ``(height, width, channels)``; the manifest's when None (and
+            ``(None, None, channels)`` without the top).
+        pooling: ``"avg"`` or ``"max"`` appends global pooling when ``include_top=False``.
+        preprocessing: Put the weights' ImagePreprocessing layer (named ``preprocessing``)
+            right after the input, so the model takes RGB images in 0-255.
+        manifest: A user manifest (path or dict) merged over the built-in one and
+            ``KZOO_MANIFEST``.
+        cache_dir: The writable cache root (default ``KZOO_HOME`` or the platform cache).
+        progress: Show download progress bars (default: when on a terminal).
+
+    Returns:
+        A Functional ``keras.Model`` named after the model.
+
+    Raises:
+        UnknownNameError: Unknown model or tag (with suggestions).
+        DownloadError: The file cannot be fetched (OfflineError when ``KZOO_OFFLINE=1``).
+        ConversionError: The file does not fit the model.
+    """
+    from kzoo.builder import build
+    from kzoo.converters import slots_of
+    from kzoo.converters.assign import assign
+
+    man = load_manifest(manifest)
+    entry, source = resolve(name, weights, man)
+    local = _local_file(weights, entry) if source is None and weights is not None else None
+    fmt = source.format if source else (local[1] if local else None)
+    shape = _input_shape(entry, include_top, input_shape, pooling)
+    layer = None
+    if preprocessing:
+        from kzoo.layers import ImagePreprocessing
+
+        mode = source.preprocessing if source else _preprocessing_for(entry, fmt)
+        layer = ImagePreprocessing(mode=mode, name="preprocessing")
+    model = build(
+        entry.spec,
+        input_shape=shape,
+        include_top=include_top,
+        pooling=pooling,
+        preprocessing=layer,
+        name=entry.name,
+    )
+    if source is None and local is None:
+        return model
+    slots = slots_of(model)
+    if local is not None:
+        from kzoo.converters import convert
+
+        arrays = convert(local[1], local[0], slots)
+    else:
+        arrays = _converted(source, include_top, slots, cache_dir, progress)
+    wanted = {slot.name for slot in slots}
+    assign(model, {k: v for k, v in arrays.items() if k in wanted})
+    return model
+
+
+def list_models(
+    pattern: str = "*", pretrained: bool = False, manifest: ManifestLike | None = None
+) -> list[str]:
+    """Names of the zoo's models, sorted.
+
+    Args:
+        pattern: fnmatch wildcards (``"vgg1?"``, ``"*bn*"``), matched against the model name
+            and, with ``pretrained=True``, against ``model.tag`` too.
+        pretrained: List one ``"model.tag"`` per weight source instead of model names.
+        manifest: A user manifest merged over the built-in one.
+
+    Returns:
+        The matching names.
+    """
+    return load_manifest(manifest).names(pattern, pretrained)
+
+
+def decode_predictions(
+    preds: Any,
+    top: int = 5,
+    weights: str = "vgg19.imagenet",
+    manifest: ManifestLike | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> list[list[tuple[str, str, float]]]:
+    """The ``top`` classes of each prediction, with the weight source's class names.
+
+    Args:
+        preds: Scores of shape ``(batch, classes)``.
+        top: How many classes per row.
+        weights: The ``"model.tag"`` whose class list applies (or a model, for its default).
+        manifest: A user manifest merged over the built-in one.
+        cache_dir: The writable cache root.
+
+    Returns:
+        One list per row of ``(wnid, name, score)``, best first.
+    """
+    import numpy as np
+
+    names = class_names(weights, manifest=manifest, cache_dir=cache_dir)
+    scores = np.asarray(preds)
+    if scores.ndim != 2 or scores.shape[1] != len(names):
+        raise ValueError(
+            f"decode_predictions expects a batch of {len(names)} scores, shape (batch, "
+            f"{len(names)}), for {weights!r}. Received: shape={scores.shape}"
+        )
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :top]
+    return [
+        [(*names[i], float(row[i])) for i in idx] for row, idx in zip(scores, order, strict=True)
+    ]
+
+
+def preprocess_input(
+    x: Any, weights: str = "vgg19.imagenet", manifest: ManifestLike | None = None
+) -> Any:
+    """Apply a weight source's preprocessing to RGB 0-255 images outside the model.
+
+    Use this only with models loaded with ``preprocessing=False``.
+
+    Args:
+        x: Images, channels last, RGB in 0-255 (NumPy array or tensor).
+        weights: The ``"model.tag"`` (or model) whose convention applies.
+        manifest: A user manifest merged over the built-in one.
+
+    Returns:
+        The preprocessed images, same type as ``x``.
+    """
+    from kzoo.layers import preprocess_images
+
+    _, source = resolve(weights, DEFAULT, load_manifest(manifest))
+    return preprocess_images(x, source.preprocessing if source else "none")
+
+
+# --- names and cache paths (used by the command line too) --------------------------------
+
+
+def resolve(
+    name: str, weights: Any = DEFAULT, manifest: ManifestLike | None = None
+) -> tuple[ModelEntry, WeightSource | None]:
+    """The model entry and weight source that ``name`` and ``weights`` select.
+
+    Returns:
+        ``(entry, source)``; source is None for ``weights=None`` or a local file.
+    """
+    man = load_manifest(manifest)
+    model_name, _, tag = name.partition(".")
+    entry = man.model(model_name)
+    if weights is None:
+        return entry, None
+    if isinstance(weights, os.PathLike) or (
+        isinstance(weights, str)
+        and weights != DEFAULT
+        and weights not in entry.weights
+        and (os.sep in weights or Path(weights).suffix in _SUFFIX_FORMAT)
+    ):
+        return entry, None
+    if weights != DEFAULT and tag and weights != tag:
+        raise ValueError(
+            f"the name {name!r} already selects the weights {tag!r}. "
+            f"Received: weights={weights!r}; pass one or the other"
+        )
+    tag = tag or (weights if weights != DEFAULT else entry.default_weights)
+    if tag is None:
+        return entry, None
+    return entry, man.source(model_name, tag)
+
+
+def raw_relpath(source: WeightSource, variant: str) -> str:
+    """Where a source's downloaded file lives, relative to a cache root."""
+    return f"raw/{source.model}/{source.tag}/{variant}/{source.files[variant].filename}"
+
+
+def import_command(source: WeightSource, variant: str = "top") -> str:
+    """The command that installs a file obtained by other means."""
+    flag = " --notop" if variant == "notop" else ""
+    return f"kzoo weights import {source.model} {source.tag} FILE{flag}"
+
+
+def fetch_raw(
+    source: WeightSource,
+    variant: str = "top",
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
+) -> Path:
+    """The source's raw file from the cache, downloading and verifying it on a miss."""
+    from kzoo import download
+
+    file = source.files[variant]
+    rel = raw_relpath(source, variant)
+    found = cache.find(rel, cache_dir, size=file.size)
+    if found is not None:
+        return found
+    hint = f"run: {import_command(source, variant)}"
+    if source.import_only:
+        expected = cache.cache_root(cache_dir) / rel
+        raise DownloadError(
+            f"{source.qualified_name} cannot be downloaded by kzoo: {source.import_only}. "
+            f"Obtain {file.filename} yourself ({', '.join(file.urls) or 'see docs/zoo.md'}), "
+            f"then {hint} (it is expected at {expected})"
+        )
+    if download.is_offline():
+        dest = cache.cache_root(cache_dir) / rel
+    else:
+        dest = cache.writable_path(rel, cache_dir)
+    return download.fetch(
+        list(file.urls),
+        dest,
+        size=file.size,
+        hashes=file.hashes,
+        progress=progress,
+        what=f"{source.qualified_name} weights ({variant})",
+        import_hint=hint,
+    )
+
+
+def class_names(
+    weights: str = "vgg19.imagenet",
+    manifest: ManifestLike | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> list[tuple[str, str]]:
+    """The ``(wnid, name)`` of each class of a weight source, in output order."""
+    man = load_manifest(manifest)
+    _, source = resolve(weights, DEFAULT, man)
+    if source is None or source.classes is None:
+        raise KzooError(f"{weights!r} has no class names in the manifest")
+    if source.classes == EMBEDDED_CLASSES:
+        from kzoo.converters.lasagne import read_lasagne_metadata
+
+        raw = fetch_raw(source, "top", cache_dir)
+        words = read_lasagne_metadata(raw)["synset words"]
+        return [_split_synset(str(w)) for w in words]
+    from kzoo import download
+
+    entry = man.class_index(source.classes)
+    rel = f"classes/{entry.name}/{entry.file.filename}"
+    path = cache.find(rel, cache_dir, size=entry.file.size)
+    if path is None:
+        dest = cache.cache_root(cache_dir) / rel
+        if not download.is_offline():
+            dest = cache.writable_path(rel, cache_dir)
+        path = download.fetch(
+            list(entry.file.urls),
+            dest,
+            size=entry.file.size,
+            hashes=entry.file.hashes,
+            progress=False,
+            what=f"class names {entry.name}",
+        )
+    return list(_read_class_index(str(path), path.stat().st_mtime_ns))
+
+
+# --- internals ---------------------------------------------------------------------------
+
+
+def _input_shape(
+    entry: ModelEntry, include_top: bool, input_shape: Sequence[int] | None, pooling: str | None
+) -> tuple[int | None, ...]:
+    if include_top:
+        if input_shape is not None and tuple(input_shape) != entry.input_shape:
+            raise ValueError(
+                f"{entry.name} with include_top=True takes input_shape={entry.input_shape} "
+                f"(its FC layers fix the size). Received: input_shape={tuple(input_shape)}. "
+                "Pass include_top=False to use another size."
+            )
+        if pooling is not None:
+            raise ValueError(
+                f"pooling applies only with include_top=False. Received: pooling={pooling!r}"
+            )
+        return entry.input_shape
+    if input_shape is None:
+        return (None, None, entry.input_shape[-1])
+    if len(input_shape) != 3 or input_shape[-1] != entry.input_shape[-1]:
+        raise ValueError(
+            f"{entry.name} takes (height, width, {entry.input_shape[-1]}) images. "
+            f"Received: input_shape={tuple(input_shape)}"
+        )
+    return tuple(input_shape)
+
+
+def _local_file(weights: Any, entry: ModelEntry) -> tuple[Path, str]:
+    path = Path(os.fspath(weights)).expanduser()
+    fmt = _SUFFIX_FORMAT.get(path.suffix.lower())
+    if not path.is_file():
+        raise DownloadError(f"weights file not found. Received: weights={str(weights)!r}")
+    if fmt is None:
+        raise ConversionError(
+            f"cannot tell the format of {path.name} from its suffix; use one of "
+            f"{sorted(_SUFFIX_FORMAT)} or register it in a manifest. Received: {str(path)!r}"
+        )
+    return path, fmt
+
+
+def _preprocessing_for(entry: ModelEntry, fmt: str | None) -> str:
+    for source in entry.weights.values():
+        if source.format == fmt:
+            return source.preprocessing
+    if fmt is None and entry.default_weights:
+        return entry.weights[entry.default_weights].preprocessing
+    return _FORMAT_PREPROCESSING.get(fmt or "", "torch" if fmt else "none")
+
+
+def _converted(
+    source: WeightSource, include_top: bool, slots: Sequence[Any], cache_dir: Any, progress: Any
+) -> dict[str, list[np.ndarray]]:
+    """Converted arrays from the cache, or fetched, converted and stored."""
+    from kzoo.converters import CONVERTER_VERSION, convert
+    from kzoo.converters.store import load_weights, save_weights
+
+    variant = "top" if include_top else "notop"
+    file_variant = source.variant_for(include_top)
+    file = source.files[file_variant]
+    stem = f"{source.model}.{source.tag}.{variant}"
+    suffix = f"{source.format}-v{CONVERTER_VERSION[source.format]}.h5"
+    folder = f"converted/{source.model}/{source.tag}"
+    ident, raw = _pinned_id(file), None
+    if ident is None:  # no pinned hash: the sha256 recorded at first download identifies it
+        raw = cache.find(raw_relpath(source, file_variant), cache_dir, size=file.size)
+        ident = _recorded_id(raw) if raw is not None else None
+    hit = (
+        cache.find(f"{folder}/{stem}.{ident}.{suffix}", cache_dir)
+        if ident
+        else _only_conversion(folder, stem, suffix, cache_dir)
+    )
+    if hit is not None:
+        logger.info("loading converted weights %s", hit)
+        return load_weights(hit)
+    raw = raw or fetch_raw(source, file_variant, cache_dir, progress)
+    ident = ident or _recorded_id(raw) or _digest_id(raw)
+    logger.info("converting %s (%s) for %s", raw, source.format, stem)
+    arrays = convert(source.format, raw, slots)
+    rel = f"{folder}/{stem}.{ident}.{suffix}"
+    meta = {
+        "model": source.model,
+        "tag": source.tag,
+        "variant": variant,
+        "format": source.format,
+        "converter_version": str(CONVERTER_VERSION[source.format]),
+        "source_file": raw.name,
+        "source_id": ident,
+    }
+    try:
+        target = cache.writable_path(rel, cache_dir)
+    except DownloadError as error:  # a read-only cache with the raw file: still usable
+        logger.warning("converted weights not cached: %s", error)
+        return arrays
+    save_weights(target, arrays, meta)
+    return arrays
+
+
+def _pinned_id(file: Any) -> str | None:
+    pinned = file.pinned
+    return f"{pinned[0]}-{pinned[1][:16]}" if pinned else None
+
+
+def _recorded_id(raw: Path) -> str | None:
+    from kzoo import download
+
+    recorded = getattr(download, "recorded_hash", None)
+    value = recorded(raw) if recorded else None
+    if value is None:
+        sidecar = raw.with_name(raw.name + ".sha256")
+        try:
+            value = sidecar.read_text(encoding="ascii").split()[0]
+        except (OSError, IndexError):
+            return None
+    alg, _, hexdigest = str(value).rpartition(":")
+    return f"{alg or 'sha256'}-{hexdigest[:16]}"
+
+
+def _digest_id(raw: Path) -> str:
+    from kzoo import download
+
+    alg, _, hexdigest = download.file_digest(raw, "sha256").partition(":")
+    return f"{alg}-{hexdigest[:16]}"
+
+
+def _only_conversion(folder: str, stem: str, suffix: str, cache_dir: Any) -> Path | None:
+    """The single conversion of an unpinned source whose raw file is gone (pre-filled caches)."""
+    found: list[Path] = []
+    for base in [cache.cache_root(cache_dir), *cache.readonly_layers()]:
+        found.extend(sorted((base / folder).glob(f"{stem}.*.{suffix}")))
+    return found[0] if len({p.name for p in found}) == 1 else None
+
+
+@lru_cache(maxsize=8)
+def _read_class_index(path: str, mtime_ns: int) -> tuple[tuple[str, str], ...]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            index = json.load(f)
+        return tuple(tuple(index[str(i)]) for i in range(len(index)))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConversionError(
+            f"class index {path} is not a Keras class index ({{'0': [wnid, name], ...}}). "
+            f"Received: {type(error).__name__}: {error}"
+        ) from None
+
+
+def _split_synset(words: str) -> tuple[str, str]:
+    wnid, _, name = words.partition(" ")
+    return (wnid, name) if name and wnid[:1] == "n" else ("", words)
