@@ -298,7 +298,7 @@ def class_names(
         from kzoo.converters.lasagne import read_lasagne_metadata
 
         raw = fetch_raw(source, "top", cache_dir)
-        words = read_lasagne_metadata(raw)["synset words"]
+        words = read_lasagne_metadata(raw)["synset_words"]
         return [_split_synset(str(w)) for w in words]
     from kzoo import download
 
