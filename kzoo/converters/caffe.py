@@ -1,0 +1,253 @@
+"""Caffe ``.caffemodel`` weights (the original Oxford VGG release), read without Caffe.
+
+Why a hand-written protobuf reader: the real file is ONE 575 MB ``NetParameter`` message.
+The ``protobuf`` runtime parses whole messages into Python objects (a second in-memory copy
+of every float, behind a default 64 MB size limit), and the ``caffe`` package with its
+generated ``caffe_pb2`` is not installable from PyPI. The wire format needed here is small
+(varints, length-delimited fields, packed floats), so this module walks it over a read-only
+memory map and turns each packed float field into an ``np.frombuffer`` view: no Python loop
+over floats and no copy until the Keras-layout arrays are written. Every length is
+bounds-checked, so a truncated or garbled file raises ConversionError instead of hanging or
+crashing.
+
+Field numbers (from ``caffe.proto``): NetParameter ``layer`` = 100 (V2), ``layers`` = 2 (V1);
+LayerParameter name = 1, type = 2 (string), blobs = 7; V1LayerParameter name = 4, type = 5
+(enum: CONVOLUTION = 4, INNER_PRODUCT = 14), blobs = 6; BlobProto num = 1, channels = 2,
+height = 3, width = 4, data = 5 (packed float), shape = 7 (BlobShape dim = 1),
+double_data = 8.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import mmap
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from kzoo.converters import (
+    Arrays,
+    SourceLayer,
+    WeightSlot,
+    as_float32,
+    conv_kernel,
+    dense_kernel_from_rows,
+    pair_layers,
+    raise_mismatches,
+    shape_problems,
+    spatial_size,
+)
+from kzoo.errors import ConversionError
+
+__all__ = ["convert", "read_layers"]
+
+logger = logging.getLogger("kzoo")
+
+_FORMAT = "caffe"
+_V1_KINDS = {4: "conv", 14: "dense"}
+_V2_KINDS = {"Convolution": "conv", "InnerProduct": "dense"}
+_PAGE = mmap.PAGESIZE
+
+
+class _Garbled(Exception):
+    """The bytes do not follow the protobuf wire format (turned into ConversionError)."""
+
+
+def _varint(buf: mmap.mmap, pos: int, end: int) -> tuple[int, int]:
+    value = 0
+    for shift in range(0, 70, 7):
+        if pos >= end:
+            raise _Garbled(f"varint runs past the end of its message at byte {pos}")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+    raise _Garbled(f"varint longer than 10 bytes at byte {pos}")
+
+
+def _fields(buf: mmap.mmap, pos: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+    """Yield ``(field, wire_type, value_or_start, stop)`` for each field in ``buf[pos:end]``.
+
+    Varints carry their value in the third slot; length-delimited and fixed-size fields
+    carry their byte range ``start:stop``.
+    """
+    while pos < end:
+        key, pos = _varint(buf, pos, end)
+        field, wire = key >> 3, key & 7
+        if field == 0:
+            raise _Garbled(f"field number 0 at byte {pos}")
+        if wire == 0:
+            value, pos = _varint(buf, pos, end)
+            yield field, wire, value, pos
+            continue
+        if wire == 2:
+            size, pos = _varint(buf, pos, end)
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+        else:  # 3/4 are deprecated groups, 6/7 do not exist
+            raise _Garbled(f"unsupported wire type {wire} for field {field} at byte {pos}")
+        if size > end - pos:
+            raise _Garbled(
+                f"field {field} claims {size} bytes at byte {pos} but only {end - pos} remain"
+            )
+        yield field, wire, pos, pos + size
+        pos += size
+
+
+def _packed_varints(buf: mmap.mmap, start: int, stop: int) -> list[int]:
+    values = []
+    while start < stop:
+        value, start = _varint(buf, start, stop)
+        values.append(value)
+    return values
+
+
+def _blob(buf: mmap.mmap, start: int, stop: int) -> tuple[np.ndarray, int]:
+    """Return a blob's data as a shaped view into ``buf``, and its byte offset."""
+    legacy = {1: 0, 2: 0, 3: 0, 4: 0}
+    shape: list[int] = []
+    data = None
+    for field, wire, a, b in _fields(buf, start, stop):
+        if field in legacy and wire == 0:
+            legacy[field] = a
+        elif field == 7 and wire == 2:
+            for sub, sub_wire, c, d in _fields(buf, a, b):
+                if sub == 1:
+                    shape += _packed_varints(buf, c, d) if sub_wire == 2 else [c]
+        elif field in (5, 8) and wire == 2:
+            itemsize = 4 if field == 5 else 8
+            if (b - a) % itemsize:
+                raise _Garbled(f"packed data of {b - a} bytes is not a whole number of floats")
+            data = (np.dtype("<f4" if field == 5 else "<f8"), a, (b - a) // itemsize)
+        elif field in (5, 8):
+            raise _Garbled("unpacked float data is not supported; re-save the file with Caffe")
+    if not shape:
+        shape = [legacy[k] for k in (1, 2, 3, 4)]
+    if data is None:
+        raise _Garbled(f"blob at byte {start} has no float data")
+    dtype, offset, count = data
+    if math.prod(shape) != count:
+        raise _Garbled(f"blob shape {shape} does not match its {count} values")
+    view = np.frombuffer(buf, dtype=dtype, count=count, offset=offset)
+    return view.reshape(shape), offset
+
+
+def read_layers(buf: mmap.mmap) -> list[tuple[SourceLayer, list[tuple[np.ndarray, int]]]]:
+    """List the layers that hold blobs, in file order, with ``(view, byte offset)`` per blob.
+
+    Raises:
+        ConversionError: Garbled bytes, or a layer with blobs of a type kzoo cannot convert.
+    """
+    layers = []
+    for field, wire, start, stop in _fields(buf, 0, len(buf)):
+        if wire != 2 or field not in (2, 100):
+            continue
+        v1 = field == 2
+        name_field, type_field, blob_field = (4, 5, 6) if v1 else (1, 2, 7)
+        name, kind_key, blobs = "?", None, []
+        for sub, sub_wire, a, b in _fields(buf, start, stop):
+            if sub == name_field and sub_wire == 2:
+                name = bytes(buf[a:b]).decode("utf8", "replace")
+            elif sub == type_field:
+                kind_key = a if v1 else bytes(buf[a:b]).decode("utf8", "replace")
+            elif sub == blob_field and sub_wire == 2:
+                blobs.append(_blob(buf, a, b))
+        if not blobs:
+            continue
+        kind = (_V1_KINDS if v1 else _V2_KINDS).get(kind_key)
+        if kind is None:
+            raise ConversionError(
+                f"Caffe layer {name!r} has weights but type {kind_key!r}, which kzoo cannot "
+                "convert (only Convolution and InnerProduct)."
+            )
+        shapes = tuple(tuple(v.shape) for v, _ in blobs)
+        layers.append((SourceLayer(name, kind, shapes), blobs))
+    return layers
+
+
+def _release(buf: mmap.mmap, start: int, stop: int) -> None:
+    # Drop converted source pages from this process's memory so peak RSS stays near the output
+    # size; the pages are re-read from the page cache if touched again.
+    if not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    start = start // _PAGE * _PAGE
+    with contextlib.suppress(OSError, ValueError):
+        buf.madvise(mmap.MADV_DONTNEED, start, max(0, stop - start))
+
+
+def _convert_layer(
+    buf: mmap.mmap, src: SourceLayer, blobs: list, slot: WeightSlot, chw_channels: int | None
+) -> list[np.ndarray]:
+    (weight, offset), *rest = blobs
+    # Legacy blobs are 4-D: biases (1, 1, 1, out), fc weights (1, 1, out, in)
+    bias = [as_float32(b.reshape(-1)) for b, _ in rest]
+    if src.kind == "conv":
+        if weight.ndim != 4:
+            raise ConversionError(f"Caffe conv {src.name!r} weight is not 4-D: {weight.shape}")
+        arrays = [conv_kernel(weight), *bias]
+    else:
+        if weight.ndim == 4 and weight.shape[:2] == (1, 1):
+            weight = weight.reshape(weight.shape[2:])
+        out_features, in_features = weight.shape[0], math.prod(weight.shape[1:])
+        matrix = weight.reshape(out_features, in_features)
+        chw = None
+        if chw_channels is not None:
+            side = spatial_size(in_features, chw_channels, src.name)
+            chw = (chw_channels, side, side)
+        row_bytes = in_features * weight.itemsize
+
+        def rows(a: int, b: int) -> np.ndarray:
+            _release(buf, offset, offset + a * row_bytes)  # rows before a are done
+            return matrix[a:b]
+
+        arrays = [dense_kernel_from_rows(rows, out_features, in_features, chw), *bias]
+    _release(buf, offset, offset + weight.nbytes)
+    return arrays
+
+
+def convert(path: Path, slots: Sequence[WeightSlot]) -> Arrays:
+    """Read a Caffe ``.caffemodel`` (V1 ``layers`` or V2 ``layer``) into arrays for ``slots``.
+
+    Raises:
+        ConversionError: The file is truncated, garbled or does not fit the slots.
+    """
+    try:
+        with open(path, "rb") as handle:
+            buf = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError) as error:  # ValueError: an empty file cannot be mapped
+        raise ConversionError(f"cannot read Caffe weights {str(path)!r}: {error}") from error
+    try:
+        return _convert(buf, slots, path)
+    except _Garbled as error:
+        raise ConversionError(
+            f"{str(path)!r} is not a valid caffemodel ({error}); the file may be truncated or "
+            "damaged: delete it to download again."
+        ) from None
+    finally:
+        with contextlib.suppress(BufferError):  # views still alive: the GC closes it later
+            buf.close()
+
+
+def _convert(buf: mmap.mmap, slots: Sequence[WeightSlot], path: Path) -> Arrays:
+    layers = read_layers(buf)
+    if not layers:
+        raise ConversionError(f"{str(path)!r} holds no Caffe layers with weights")
+    pairs = pair_layers([src for src, _ in layers], slots, _FORMAT)
+    arrays: Arrays = {}
+    problems = []
+    previous_conv_channels = None
+    for index, slot in pairs:
+        src, blobs = layers[index]
+        chw = previous_conv_channels if src.kind == "dense" else None
+        converted = _convert_layer(buf, src, blobs, slot, chw)
+        problems += shape_problems(slot, src.name, [a.shape for a in converted])
+        arrays[slot.name] = converted
+        previous_conv_channels = src.shapes[0][0] if src.kind == "conv" else None
+    if problems:
+        raise_mismatches(_FORMAT, problems)
+    logger.debug("converted %d Caffe layers from %s", len(arrays), path)
+    return arrays

@@ -1,0 +1,106 @@
+"""Legacy Keras HDF5 weights (``vgg19_weights_tf_dim_ordering_tf_kernels*.h5``).
+
+The file already holds Keras ``channels_last`` arrays, so "converting" is reading each layer's
+datasets in its ``weight_names`` order, whatever they are called (Keras 1 wrote
+``block1_conv1_W_1:0``, Keras 2 ``block1_conv1/kernel:0``), and checking them against the
+model's slots in order. Weights saved with a whole model live under ``model_weights``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from kzoo.converters import (
+    Arrays,
+    SourceLayer,
+    WeightSlot,
+    pair_layers,
+    raise_mismatches,
+    shape_problems,
+)
+from kzoo.errors import ConversionError
+
+__all__ = ["convert", "read_layers"]
+
+_FORMAT = "keras_h5"
+
+
+def _text(value: object) -> str:
+    return value.decode("utf8") if isinstance(value, bytes) else str(value)
+
+
+def _kind(shapes: tuple[tuple[int, ...], ...]) -> str:
+    if len(shapes) == 4 and all(len(s) == 1 for s in shapes):
+        return "batchnorm"
+    if shapes and len(shapes[0]) == 4:
+        return "conv"
+    return "dense"
+
+
+def read_layers(h5: h5py.File) -> list[tuple[SourceLayer, list[h5py.Dataset]]]:
+    """List the layers that hold weights, in file order, with their datasets in order.
+
+    Raises:
+        ConversionError: The file lacks the legacy Keras attributes.
+    """
+    root = h5.get("model_weights", h5)
+    if "layer_names" not in root.attrs:
+        raise ConversionError(
+            "not a legacy Keras weights file: no 'layer_names' attribute at its root. "
+            f"Received: top-level keys {sorted(root.keys())[:10]}"
+        )
+    layers = []
+    for layer_name in map(_text, root.attrs["layer_names"]):
+        group = root[layer_name]
+        names = [_text(n) for n in group.attrs.get("weight_names", [])]
+        if not names:
+            continue  # pooling, flatten, input: no weights
+        datasets = [group[n] for n in names]
+        shapes = tuple(tuple(int(d) for d in ds.shape) for ds in datasets)
+        layers.append((SourceLayer(layer_name, _kind(shapes), shapes), datasets))
+    return layers
+
+
+def convert(path: Path, slots: Sequence[WeightSlot]) -> Arrays:
+    """Read a legacy Keras HDF5 weights file (top or notop) into arrays for ``slots``.
+
+    Raises:
+        ConversionError: The file is not readable HDF5, lacks the Keras attributes, or its
+            layers do not fit the slots (every mismatch listed).
+    """
+    try:
+        with h5py.File(path, "r") as h5:
+            layers = read_layers(h5)
+            pairs = pair_layers([src for src, _ in layers], slots, _FORMAT)
+            arrays: Arrays = {}
+            problems = []
+            for index, slot in pairs:
+                src, datasets = layers[index]
+                if src.shapes != slot.shapes:
+                    problems += shape_problems(slot, src.name, src.shapes)
+                    continue
+                arrays[slot.name] = [_read(ds) for ds in datasets]
+            if problems:
+                raise_mismatches(_FORMAT, problems)
+            return arrays
+    except ConversionError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as error:
+        raise ConversionError(
+            f"cannot read Keras HDF5 weights {str(path)!r}: {error}. The file may be truncated "
+            "or not an HDF5 file; delete it to download again."
+        ) from error
+
+
+def _read(dataset: h5py.Dataset) -> np.ndarray:
+    # read_direct fills the output in place: no second copy of a 411 MB fc1 kernel
+    out = np.empty(dataset.shape, dtype=np.float32)
+    if dataset.size and dataset.dtype == np.float32:
+        dataset.read_direct(out)
+    elif dataset.size:
+        out[...] = dataset[()]
+    return out

@@ -1,0 +1,408 @@
+"""Synthetic VGG weight files in each real source format, for tests and benchmarks.
+
+Each writer produces a file with the real layer layout, key names and array layouts of its
+source (legacy Keras HDF5, Caffe V1/V2 protobuf, Lasagne Python 2 pickle, torchvision/timm
+safetensors) at any widths, filled with random He-scaled values, and returns the arrays it
+wrote in the source's own layout, so an independent reference can check a conversion::
+
+    >>> from kzoo.synthetic import TINY_VGG19, write_caffe
+    >>> blobs = write_caffe(tmp_path / "tiny.caffemodel", TINY_VGG19)
+
+Use them to test your own zoo entries without downloading anything.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, BinaryIO, ClassVar
+
+import numpy as np
+
+__all__ = [
+    "TINY_VGG16",
+    "TINY_VGG19",
+    "TINY_VGG19_BN",
+    "VGG16",
+    "VGG19",
+    "VGG19_BN",
+    "VGGLayout",
+    "write_caffe",
+    "write_keras_h5",
+    "write_lasagne",
+    "write_safetensors",
+]
+
+
+@dataclass(frozen=True)
+class VGGLayout:
+    """The shape of a VGG network: blocks of 3x3 convs, 2x2 pools, then dense layers.
+
+    Attributes:
+        convs_per_block: Convolutions in each block (VGG-19: 2, 2, 4, 4, 4).
+        widths: Output channels of each block's convolutions.
+        fc: Widths of the dense layers, the last one being the classifier.
+        input_size: Side of the square input image.
+        in_channels: Channels of the input image.
+        batchnorm: Whether each conv is followed by BatchNorm (torchvision's ``vgg19_bn``).
+    """
+
+    convs_per_block: tuple[int, ...] = (2, 2, 4, 4, 4)
+    widths: tuple[int, ...] = (64, 128, 256, 512, 512)
+    fc: tuple[int, ...] = (4096, 4096, 1000)
+    input_size: int = 224
+    in_channels: int = 3
+    batchnorm: bool = False
+
+    @property
+    def pool5_size(self) -> int:
+        """Side of the feature map that the first dense layer flattens."""
+        return self.input_size // 2 ** len(self.convs_per_block)
+
+    def convs(self) -> Iterator[tuple[int, int, int, int]]:
+        """Yield ``(block, index, in_channels, out_channels)`` for each conv, 1-based."""
+        channels = self.in_channels
+        for block, (count, width) in enumerate(
+            zip(self.convs_per_block, self.widths, strict=True), 1
+        ):
+            for index in range(1, count + 1):
+                yield block, index, channels, width
+                channels = width
+
+    def dense(self) -> Iterator[tuple[str, int, int]]:
+        """Yield ``(keras_name, in_features, out_features)`` for each dense layer."""
+        features = self.widths[-1] * self.pool5_size**2
+        for i, width in enumerate(self.fc):
+            name = "predictions" if i == len(self.fc) - 1 else f"fc{i + 1}"
+            yield name, features, width
+            features = width
+
+
+VGG19 = VGGLayout()
+VGG16 = replace(VGG19, convs_per_block=(2, 2, 3, 3, 3))
+VGG19_BN = replace(VGG19, batchnorm=True)
+# pool5 is 2x2 at 64x64, so the (C, H, W) vs (H, W, C) flatten order is exercised
+TINY_VGG19 = VGGLayout(widths=(4, 8, 16, 16, 16), fc=(32, 32, 10), input_size=64)
+TINY_VGG16 = replace(TINY_VGG19, convs_per_block=(2, 2, 3, 3, 3))
+TINY_VGG19_BN = replace(TINY_VGG19, batchnorm=True)
+
+
+def _normal(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> np.ndarray:
+    out = np.empty(shape, dtype=np.float32)
+    flat = out.reshape(-1)
+    scale = np.float32(math.sqrt(2.0 / fan_in))
+    step = 1 << 24  # chunks keep generation of the 411 MB fc6 fast and lean
+    for start in range(0, flat.size, step):
+        chunk = flat[start : start + step]
+        rng.standard_normal(out=chunk, dtype=np.float32)
+        chunk *= scale
+    return out
+
+
+def _bias(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.uniform(-0.1, 0.1, n).astype(np.float32)
+
+
+def _bn(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    return {
+        "weight": rng.uniform(0.5, 1.5, n).astype(np.float32),
+        "bias": rng.uniform(-0.2, 0.2, n).astype(np.float32),
+        "running_mean": rng.uniform(-0.3, 0.3, n).astype(np.float32),
+        "running_var": rng.uniform(0.5, 2.0, n).astype(np.float32),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Legacy Keras HDF5
+
+
+def write_keras_h5(
+    path: Path,
+    layout: VGGLayout = TINY_VGG19,
+    *,
+    include_top: bool = True,
+    naming: str = "keras2",
+    seed: int = 0,
+) -> dict[str, list[np.ndarray]]:
+    """Write weights like ``vgg19_weights_tf_dim_ordering_tf_kernels[_notop].h5``.
+
+    Args:
+        path: The file to write.
+        layout: The network (no BatchNorm).
+        include_top: False writes the ``_notop`` file (convs and pools only).
+        naming: ``"keras2"`` (``block1_conv1/kernel:0``) or ``"keras1"`` (``block1_conv1_W_1:0``).
+        seed: Random seed.
+
+    Returns:
+        The Keras-layout arrays written, keyed by layer name.
+    """
+    import h5py
+
+    rng = np.random.default_rng(seed)
+    layers: list[tuple[str, list[np.ndarray]]] = [("input_1", [])]
+    for block, index, c_in, c_out in layout.convs():
+        kernel = _normal(rng, (3, 3, c_in, c_out), 9 * c_in)
+        layers.append((f"block{block}_conv{index}", [kernel, _bias(rng, c_out)]))
+        if index == layout.convs_per_block[block - 1]:
+            layers.append((f"block{block}_pool", []))
+    if include_top:
+        layers.append(("flatten", []))
+        for name, n_in, n_out in layout.dense():
+            layers.append((name, [_normal(rng, (n_in, n_out), n_in), _bias(rng, n_out)]))
+    with h5py.File(path, "w") as h5:
+        h5.attrs["layer_names"] = [name.encode() for name, _ in layers]
+        h5.attrs["backend"] = b"tensorflow"
+        h5.attrs["keras_version"] = b"2.2.4" if naming == "keras2" else b"1.2.2"
+        for name, arrays in layers:
+            group = h5.create_group(name)
+            if naming == "keras2":
+                names = [f"{name}/{w}:0" for w in ("kernel", "bias")[: len(arrays)]]
+            else:
+                names = [f"{name}_{w}_1:0" for w in ("W", "b")[: len(arrays)]]
+            group.attrs["weight_names"] = [n.encode() for n in names]
+            for weight_name, array in zip(names, arrays, strict=True):
+                group.create_dataset(weight_name, data=array)
+    return {name: arrays for name, arrays in layers if arrays}
+
+
+# ---------------------------------------------------------------------------------------------
+# Caffe protobuf
+
+
+def _key(field: int, wire: int) -> bytes:
+    return _varint_bytes(field << 3 | wire)
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _length_field(field: int, payload_size: int) -> bytes:
+    return _key(field, 2) + _varint_bytes(payload_size)
+
+
+def _blob_parts(
+    array: np.ndarray, legacy_shape: tuple[int, ...] | None
+) -> list[bytes | np.ndarray]:
+    """BlobProto pieces: shape fields, then packed float data (kept as an array, not copied)."""
+    header = b""
+    if legacy_shape is not None:  # V1: num/channels/height/width
+        for field, dim in zip((1, 2, 3, 4), legacy_shape, strict=True):
+            header += _key(field, 0) + _varint_bytes(dim)
+    else:  # V2: shape { dim: ... } with packed dims
+        dims = b"".join(_varint_bytes(d) for d in array.shape)
+        shape = _length_field(1, len(dims)) + dims
+        header += _length_field(7, len(shape)) + shape
+    data = np.ascontiguousarray(array, dtype="<f4")
+    return [header + _length_field(5, data.nbytes), data]
+
+
+def _parts_size(parts: list[bytes | np.ndarray]) -> int:
+    return sum(p.nbytes if isinstance(p, np.ndarray) else len(p) for p in parts)
+
+
+def write_caffe(
+    path: Path, layout: VGGLayout = TINY_VGG19, *, version: int = 1, seed: int = 0
+) -> list[tuple[str, list[np.ndarray]]]:
+    """Write a ``.caffemodel`` like the Oxford ``VGG_ILSVRC_19_layers.caffemodel``.
+
+    Args:
+        path: The file to write.
+        layout: The network (no BatchNorm).
+        version: 1 writes V1 ``layers`` (enum types, 4-D legacy blob dims, as Oxford's file);
+            2 writes V2 ``layer`` (string types, ``shape`` dims).
+        seed: Random seed.
+
+    Returns:
+        ``(layer name, [weight, bias])`` for each layer with weights, in Caffe's layout:
+        conv ``(out, in, h, w)``, fc ``(out, in)`` with inputs in ``(C, H, W)`` order.
+    """
+    rng = np.random.default_rng(seed)
+    written: list[tuple[str, list[np.ndarray]]] = []
+    with open(path, "wb") as handle:
+        name = b"VGG_ILSVRC_19_layers"
+        handle.write(_key(1, 2) + _varint_bytes(len(name)) + name)
+        _caffe_layer(handle, version, "data", "data", [])
+        for block, index, c_in, c_out in layout.convs():
+            weight = _normal(rng, (c_out, c_in, 3, 3), 9 * c_in)
+            bias = _bias(rng, c_out)
+            layer = f"conv{block}_{index}"
+            _caffe_layer(handle, version, layer, "conv", [weight, bias])
+            _caffe_layer(handle, version, f"relu{block}_{index}", "relu", [])
+            written.append((layer, [weight, bias]))
+            if index == layout.convs_per_block[block - 1]:
+                _caffe_layer(handle, version, f"pool{block}", "pool", [])
+        for i, (_, n_in, n_out) in enumerate(layout.dense()):
+            weight, bias = _normal(rng, (n_out, n_in), n_in), _bias(rng, n_out)
+            layer = f"fc{6 + i}"
+            _caffe_layer(handle, version, layer, "fc", [weight, bias])
+            written.append((layer, [weight, bias]))
+        _caffe_layer(handle, version, "prob", "softmax", [])
+    return written
+
+
+_CAFFE_TYPES = {
+    "data": (5, "Data"),
+    "conv": (4, "Convolution"),
+    "relu": (18, "ReLU"),
+    "pool": (17, "Pooling"),
+    "fc": (14, "InnerProduct"),
+    "softmax": (20, "Softmax"),
+}
+
+
+def _caffe_layer(
+    handle: BinaryIO, version: int, name: str, kind: str, blobs: list[np.ndarray]
+) -> None:
+    enum, text = _CAFFE_TYPES[kind]
+    raw_name = name.encode()
+    if version == 1:  # V1LayerParameter: name=4, type=5 (enum), blobs=6
+        parts: list[bytes | np.ndarray] = [_length_field(4, len(raw_name)) + raw_name]
+        parts.append(_key(5, 0) + _varint_bytes(enum))
+        blob_field, container = 6, 2
+    else:  # LayerParameter: name=1, type=2 (string), blobs=7
+        raw_type = text.encode()
+        parts = [_length_field(1, len(raw_name)) + raw_name]
+        parts.append(_length_field(2, len(raw_type)) + raw_type)
+        blob_field, container = 7, 100
+    for blob in blobs:
+        legacy = None
+        if version == 1:  # Caffe V1 pads every blob to 4-D with leading 1s
+            legacy = (1,) * (4 - blob.ndim) + blob.shape
+        blob_parts = _blob_parts(blob, legacy)
+        parts.append(_length_field(blob_field, _parts_size(blob_parts)))
+        parts.extend(blob_parts)
+    handle.write(_length_field(container, _parts_size(parts)))
+    for part in parts:
+        handle.write(part.data if isinstance(part, np.ndarray) else part)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lasagne Recipes pickle (Python 2)
+
+
+class _Py2Pickler(pickle._Pickler):  # the pure-Python pickler lets us emit Python 2 opcodes
+    """Writes bytes and text as Python 2 ``str`` and numpy globals under ``numpy.core``."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+    _RENAMES: ClassVar[dict[int, bytes]] = {
+        id(np.zeros(1).__reduce__()[0]): b"numpy.core.multiarray\n_reconstruct\n",
+        id(np.float32(0).__reduce__()[0]): b"numpy.core.multiarray\nscalar\n",
+    }
+
+    def _binstring(self, data: bytes) -> None:
+        if len(data) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(data)]))
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(data)))
+        self.write(data)
+
+    def save_bytes(self, obj: bytes) -> None:
+        self._binstring(obj)
+        self.memoize(obj)
+
+    def save_str(self, obj: str) -> None:
+        self._binstring(obj.encode("utf8"))
+        self.memoize(obj)
+
+    def save_global(self, obj: Any, name: str | None = None) -> None:
+        renamed = self._RENAMES.get(id(obj))
+        if renamed is None:
+            super().save_global(obj, name)
+            return
+        self.write(pickle.GLOBAL + renamed)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_bytes
+    dispatch[str] = save_str
+
+
+def write_lasagne(path: Path, layout: VGGLayout = TINY_VGG19, *, seed: int = 0) -> dict[str, Any]:
+    """Write a pickle like Lasagne Recipes' ``vgg19.pkl`` (Python 2, protocol 2).
+
+    Returns:
+        The pickled dict: ``'param values'`` (conv W ``(out, in, h, w)``, dense W ``(in, out)``
+        with inputs in ``(C, H, W)`` order, biases), ``'synset words'``, ``'mean value'``,
+        ``'model name'``.
+    """
+    rng = np.random.default_rng(seed)
+    params: list[np.ndarray] = []
+    for _, _, c_in, c_out in layout.convs():
+        params += [_normal(rng, (c_out, c_in, 3, 3), 9 * c_in), _bias(rng, c_out)]
+    for _, n_in, n_out in layout.dense():
+        params += [_normal(rng, (n_in, n_out), n_in), _bias(rng, n_out)]
+    classes = layout.fc[-1]
+    data = {
+        "param values": params,
+        "synset words": [f"n{i:08d} class {i}, synthetic" for i in range(classes)],
+        "mean value": np.array([103.939, 116.779, 123.68]),
+        "model name": "VGG-19 (synthetic)",
+    }
+    with open(path, "wb") as handle:
+        _Py2Pickler(handle, protocol=2).dump(data)
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# torchvision / timm safetensors
+
+
+def write_safetensors(
+    path: Path, layout: VGGLayout = TINY_VGG19, *, keys: str = "torchvision", seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Write a ``model.safetensors`` like ``vgg19.tv_in1k`` (``keys="timm"``) or torchvision's.
+
+    Args:
+        path: The file to write.
+        layout: The network; ``layout.batchnorm`` writes the ``vgg19_bn`` keys.
+        keys: ``"torchvision"`` (``classifier.{0,3,6}``) or ``"timm"`` (``pre_logits.fc1`` as a
+            conv over the whole pool5 map, ``pre_logits.fc2`` a 1x1 conv, ``head.fc``).
+        seed: Random seed.
+
+    Returns:
+        The tensors written, keyed as in the file (torch layouts).
+    """
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(seed)
+    tensors: dict[str, np.ndarray] = {}
+    position = 0
+    for block, index, c_in, c_out in layout.convs():
+        tensors[f"features.{position}.weight"] = _normal(rng, (c_out, c_in, 3, 3), 9 * c_in)
+        tensors[f"features.{position}.bias"] = _bias(rng, c_out)
+        position += 1
+        if layout.batchnorm:
+            for leaf, value in _bn(rng, c_out).items():
+                tensors[f"features.{position}.{leaf}"] = value
+            tensors[f"features.{position}.num_batches_tracked"] = np.array(1000, dtype=np.int64)
+            position += 1
+        position += 1  # ReLU
+        if index == layout.convs_per_block[block - 1]:
+            position += 1  # MaxPool
+    dense = list(layout.dense())
+    side, channels = layout.pool5_size, layout.widths[-1]
+    if keys == "torchvision":
+        for module, (_, n_in, n_out) in zip((0, 3, 6), dense, strict=True):
+            tensors[f"classifier.{module}.weight"] = _normal(rng, (n_out, n_in), n_in)
+            tensors[f"classifier.{module}.bias"] = _bias(rng, n_out)
+    elif keys == "timm":
+        (_, n_in, fc1), (_, _, fc2), (_, _, classes) = dense
+        tensors["pre_logits.fc1.weight"] = _normal(rng, (fc1, channels, side, side), n_in)
+        tensors["pre_logits.fc1.bias"] = _bias(rng, fc1)
+        tensors["pre_logits.fc2.weight"] = _normal(rng, (fc2, fc1, 1, 1), fc1)
+        tensors["pre_logits.fc2.bias"] = _bias(rng, fc2)
+        tensors["head.fc.weight"] = _normal(rng, (classes, fc2), fc2)
+        tensors["head.fc.bias"] = _bias(rng, classes)
+    else:
+        raise ValueError(f"keys must be 'torchvision' or 'timm'. Received: keys={keys!r}")
+    save_file(tensors, str(path))
+    return tensors
