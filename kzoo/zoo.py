@@ -52,7 +52,12 @@ _SUFFIX_FORMAT = {
     ".pickle": "lasagne",
     ".safetensors": "safetensors_vgg",
 }
-_FORMAT_PREPROCESSING = {"keras_h5": "caffe", "caffe": "caffe", "lasagne": "caffe"}
+_FORMAT_PREPROCESSING = {
+    "keras_h5": "caffe",
+    "caffe": "caffe",
+    "lasagne": "caffe",
+    "safetensors_vgg": "torch",
+}
 
 
 def load(
@@ -100,13 +105,13 @@ def load(
     man = load_manifest(manifest)
     entry, source = resolve(name, weights, man)
     local = _local_file(weights, entry) if source is None and weights is not None else None
-    fmt = source.format if source else (local[1] if local else None)
     shape = _input_shape(entry, include_top, input_shape, pooling)
+    plan = _Weights(source, include_top, cache_dir, progress) if source is not None else None
     layer = None
     if preprocessing:
         from kzoo.layers import ImagePreprocessing
 
-        mode = source.preprocessing if source else _preprocessing_for(entry, fmt)
+        mode = source.preprocessing if source else _preprocessing_for(entry, local)
         layer = ImagePreprocessing(mode=mode, name="preprocessing")
     model = build(
         entry.spec,
@@ -116,7 +121,7 @@ def load(
         preprocessing=layer,
         name=entry.name,
     )
-    if source is None and local is None:
+    if plan is None and local is None:
         return model
     slots = slots_of(model)
     if local is not None:
@@ -124,7 +129,7 @@ def load(
 
         arrays = convert(local[1], local[0], slots)
     else:
-        arrays = _converted(source, include_top, slots, cache_dir, progress)
+        arrays = plan.arrays(slots)
     wanted = {slot.name for slot in slots}
     assign(model, {k: v for k, v in arrays.items() if k in wanted})
     return model
@@ -361,61 +366,78 @@ def _local_file(weights: Any, entry: ModelEntry) -> tuple[Path, str]:
     return path, fmt
 
 
-def _preprocessing_for(entry: ModelEntry, fmt: str | None) -> str:
+def _preprocessing_for(entry: ModelEntry, local: tuple[Path, str] | None) -> str:
+    """The preprocessing of random (weights=None) or local-file weights."""
+    if local is None:  # random weights: keep the default source's convention
+        default = entry.weights.get(entry.default_weights or "")
+        return default.preprocessing if default else "none"
     for source in entry.weights.values():
-        if source.format == fmt:
+        if source.format == local[1]:
             return source.preprocessing
-    if fmt is None and entry.default_weights:
-        return entry.weights[entry.default_weights].preprocessing
-    return _FORMAT_PREPROCESSING.get(fmt or "", "torch" if fmt else "none")
+    return _FORMAT_PREPROCESSING.get(local[1], "none")
 
 
-def _converted(
-    source: WeightSource, include_top: bool, slots: Sequence[Any], cache_dir: Any, progress: Any
-) -> dict[str, list[np.ndarray]]:
-    """Converted arrays from the cache, or fetched, converted and stored."""
-    from kzoo.converters import CONVERTER_VERSION, convert
-    from kzoo.converters.store import load_weights, save_weights
+class _Weights:
+    """Where a source's converted weights come from, decided before the model is built.
 
-    variant = "top" if include_top else "notop"
-    file_variant = source.variant_for(include_top)
-    file = source.files[file_variant]
-    stem = f"{source.model}.{source.tag}.{variant}"
-    suffix = f"{source.format}-v{CONVERTER_VERSION[source.format]}.h5"
-    folder = f"converted/{source.model}/{source.tag}"
-    ident, raw = _pinned_id(file), None
-    if ident is None:  # no pinned hash: the sha256 recorded at first download identifies it
-        raw = cache.find(raw_relpath(source, file_variant), cache_dir, size=file.size)
-        ident = _recorded_id(raw) if raw is not None else None
-    hit = (
-        cache.find(f"{folder}/{stem}.{ident}.{suffix}", cache_dir)
-        if ident
-        else _only_conversion(folder, stem, suffix, cache_dir)
-    )
-    if hit is not None:
-        logger.info("loading converted weights %s", hit)
-        return load_weights(hit)
-    raw = raw or fetch_raw(source, file_variant, cache_dir, progress)
-    ident = ident or _recorded_id(raw) or _digest_id(raw)
-    logger.info("converting %s (%s) for %s", raw, source.format, stem)
-    arrays = convert(source.format, raw, slots)
-    rel = f"{folder}/{stem}.{ident}.{suffix}"
-    meta = {
-        "model": source.model,
-        "tag": source.tag,
-        "variant": variant,
-        "format": source.format,
-        "converter_version": str(CONVERTER_VERSION[source.format]),
-        "source_file": raw.name,
-        "source_id": ident,
-    }
-    try:
-        target = cache.writable_path(rel, cache_dir)
-    except DownloadError as error:  # a read-only cache with the raw file: still usable
-        logger.warning("converted weights not cached: %s", error)
+    Locating first means a missing or unfetchable file fails before the (slow) build, and
+    downloads happen before conversion needs the model's weight slots.
+    """
+
+    def __init__(
+        self, source: WeightSource, include_top: bool, cache_dir: Any, progress: Any
+    ) -> None:
+        from kzoo.converters import CONVERTER_VERSION
+
+        self.source, self.cache_dir = source, cache_dir
+        variant = "top" if include_top else "notop"
+        file_variant = source.variant_for(include_top)
+        file = source.files[file_variant]
+        self.folder = f"converted/{source.model}/{source.tag}"
+        self.stem = f"{source.model}.{source.tag}.{variant}"
+        self.suffix = f"{source.format}-v{CONVERTER_VERSION[source.format]}.h5"
+        self.ident, self.raw = _pinned_id(file), None
+        if self.ident is None:  # unpinned: the sha256 recorded at first download identifies it
+            self.raw = cache.find(raw_relpath(source, file_variant), cache_dir, size=file.size)
+            self.ident = _recorded_id(self.raw) if self.raw is not None else None
+        self.hit = (
+            cache.find(f"{self.folder}/{self.stem}.{self.ident}.{self.suffix}", cache_dir)
+            if self.ident
+            else _only_conversion(self.folder, self.stem, self.suffix, cache_dir)
+        )
+        if self.hit is None and self.raw is None:
+            self.raw = fetch_raw(source, file_variant, cache_dir, progress)
+            self.ident = self.ident or _recorded_id(self.raw) or _digest_id(self.raw)
+
+    def arrays(self, slots: Sequence[Any]) -> dict[str, list[np.ndarray]]:
+        """The converted arrays: read from the cache, or converted now and stored."""
+        from kzoo.converters import convert
+        from kzoo.converters.store import load_weights, save_weights
+
+        if self.hit is not None:
+            logger.info("loading converted weights %s", self.hit)
+            return load_weights(self.hit)
+        source, raw = self.source, self.raw
+        logger.info("converting %s (%s) for %s", raw, source.format, self.stem)
+        arrays = convert(source.format, raw, slots)
+        meta = {
+            "model": source.model,
+            "tag": source.tag,
+            "name": self.stem,
+            "format": source.format,
+            "converter": self.suffix.removesuffix(".h5"),
+            "source_file": raw.name,
+            "source_id": str(self.ident),
+        }
+        try:
+            target = cache.writable_path(
+                f"{self.folder}/{self.stem}.{self.ident}.{self.suffix}", self.cache_dir
+            )
+        except DownloadError as error:  # a read-only cache holding the raw file: still usable
+            logger.warning("converted weights not cached: %s", error)
+            return arrays
+        save_weights(target, arrays, meta)
         return arrays
-    save_weights(target, arrays, meta)
-    return arrays
 
 
 def _pinned_id(file: Any) -> str | None:
