@@ -176,6 +176,9 @@ def pair_layers(
         ConversionError: More slots than source layers, or kinds that differ (all listed).
     """
     problems = []
+    model_kinds, file_kinds = _count_kinds(slots), _count_kinds(source)
+    if model_kinds != file_kinds and len(slots) >= len(source):
+        problems.append(f"the model has {model_kinds} layers, the {fmt} file {file_kinds}")
     if len(slots) > len(source):
         problems.append(
             f"the model has {len(slots)} layers with weights but the {fmt} file has only "
@@ -192,6 +195,13 @@ def pair_layers(
     if problems:
         raise_mismatches(fmt, problems)
     return pairs
+
+
+def _count_kinds(layers: Sequence[SourceLayer | WeightSlot]) -> str:
+    counts: dict[str, int] = {}
+    for layer in layers:
+        counts[layer.kind] = counts.get(layer.kind, 0) + 1
+    return ", ".join(f"{n} {kind}" for kind, n in counts.items())
 
 
 def raise_mismatches(fmt: str, problems: Sequence[str]) -> None:
