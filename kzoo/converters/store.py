@@ -81,11 +81,11 @@ def _open(path: Path) -> h5py.File:
             f"cannot read converted weights {str(path)!r}: {error}. Delete the file to convert "
             "again."
         ) from error
-    if h5.attrs.get("format") != _FORMAT:
+    found = h5.attrs.get("format")
+    if found != _FORMAT:
         h5.close()
         raise ConversionError(
-            f"{str(path)!r} is not a kzoo converted-weights file. "
-            f"Received: format={h5.attrs.get('format')!r}"
+            f"{str(path)!r} is not a kzoo converted-weights file. Received: format={found!r}"
         )
     return h5
 
