@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kzoo import tokens as _tokens
-from kzoo._suggest import closest
+from kzoo._suggest import closest, edit_distance
 from kzoo.errors import SpecError
 
 __all__ = ["MAX_DEPTH", "MAX_LAYERS", "Group", "Layer", "Modifier", "Spec", "explain", "parse"]
@@ -244,6 +244,7 @@ class _Parser:
         self.n = len(text)
         self.i = 0
         self.depth = 0
+        self.item_start = 0
 
     # -- helpers -------------------------------------------------------------------------
     def fail(self, reason: str, start: int, end: int | None = None, help: str | None = None):
@@ -387,15 +388,22 @@ class _Parser:
 
     def item(self) -> Layer | Group:
         self.skip_ws()
-        start = self.i
+        start = self.item_start = self.i
         c = self.peek()
         node: Layer | Group
         if c in ("[", "("):
             node = self.group()
-        elif c != "" and c in _DIGITS + _LETTERS:
-            node = self.layer()
+        elif c == "x" and self.at_digit(1):
+            self.fail(
+                "a repeat count follows the layer it repeats",
+                start,
+                start + 2,
+                help="e.g. '64C3x2' or '[64C3-MP2]x2'",
+            )
         elif c == "":
             self.fail("expected a layer", start, help="e.g. '64C3', 'MP2' or 'FC10'")
+        elif c != "" and c in _DIGITS + _LETTERS:
+            node = self.layer()
         elif c == "+":
             self.fail(
                 "'+' attaches a modifier to the layer before it",
@@ -545,10 +553,8 @@ class _Parser:
             j = self.i
             while j < self.n and self.s[j] in _DIGITS:
                 j += 1
-            return (
-                f"to repeat '{prefix}{word[:-1]}', put it in brackets: "
-                f"'[{prefix}{word[:-1]}]x{self.s[self.i : j]}'"
-            )
+            unit = self.s[self.item_start : kw_start + len(word) - 1]
+            return f"to repeat '{unit}', put it in brackets: '[{unit}]x{self.s[self.i : j]}'"
         if word.lower() in _WORD_HINTS:
             return _WORD_HINTS[word.lower()]
         if start == 0 and end == self.n:
@@ -557,10 +563,10 @@ class _Parser:
             names = closest(self.s, list_architectures(), max_results=1)
             if names:
                 return f"did you mean the named architecture '{names[0]}'?"
-        best = closest(word, candidates, max_results=1)
+        best = _nearest(word, candidates)
         if best:
-            return f"did you mean '{prefix}{best[0]}{suffix}'?"
-        return "known tokens: " + ", ".join(sorted(candidates, key=str.lower))
+            return f"did you mean '{prefix}{best}{suffix}'?"
+        return "expected one of: " + ", ".join(sorted(candidates, key=str.lower))
 
     def flags(self, token: _tokens.Token, start: int) -> dict[str, Value]:
         flags: dict[str, Value] = {}
@@ -629,7 +635,7 @@ class _Parser:
             for other in mods:
                 if _same_slot(_tokens.get_token(other.keyword), token):
                     self.fail(
-                        f"'+{word}' repeats '+{other.keyword}'",
+                        f"'+{self.s[mstart : self.i]}' repeats '+{self.s[slice(*other.span)]}'",
                         mstart,
                         self.i,
                         help="attach each kind of modifier once",
@@ -698,7 +704,8 @@ class _Parser:
             )
         if len(args) < token.min_args:
             self.fail(
-                f"{token.keyword} needs {', '.join(token.args[: token.min_args])}",
+                f"{token.keyword} needs a number after it "
+                f"({', '.join(token.args[: token.min_args])})",
                 *span,
                 help=token.doc or None,
             )
@@ -720,7 +727,7 @@ class _Parser:
             )
         if count is None and token.count_required:
             self.fail(
-                f"{token.keyword} needs a leading {token.count}",
+                f"{token.keyword} needs a number before it ({token.count})",
                 *span,
                 help=token.doc or f"e.g. '64{written}'",
             )
@@ -740,6 +747,16 @@ class _Parser:
             tuple(sorted(kwargs.items())),
             span=span,
         )
+
+
+def _nearest(word: str, candidates: list[str]) -> str | None:
+    """The closest keyword; among equally close ones the one of the same length ('CF' -> 'FC')."""
+    found = closest(word, candidates)
+    if not found:
+        return None
+    return min(
+        found, key=lambda c: (edit_distance(word.lower(), c.lower()), abs(len(c) - len(word)))
+    )
 
 
 def _same_slot(a: _tokens.Token | None, b: _tokens.Token) -> bool:

@@ -139,7 +139,11 @@ def _check_pool(p: Mapping[str, Any]) -> None:
 def _check_rate(p: Mapping[str, Any]) -> None:
     rate = p["rate"]
     if not 0 <= rate < 1:
-        hint = f"did you mean 'D{rate / 100!r}'?" if 1 <= rate < 100 else "e.g. 'D0.5'"
+        hint = (
+            f"did you mean 'D{rate / 100!r}'?"
+            if isinstance(rate, int) and 1 <= rate < 100
+            else "e.g. 'D0.5'"
+        )
         raise TokenProblem(f"dropout rate {rate} is not in [0, 1)", help=hint)
 
 
