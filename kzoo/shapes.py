@@ -44,7 +44,7 @@ def _window(n: int | None, size: int, stride: int, dilation: int, padding: str) 
     if padding == "same":
         return -(-n // stride)
     span = dilation * (size - 1) + 1
-    return (n - span) // stride + 1 if n >= span else 0
+    return (n - span) // stride + 1  # below 1 when the window does not fit
 
 
 def _conv_shape(shape: Shape, p: Mapping[str, Any]) -> tuple[Shape, int]:
