@@ -1,0 +1,305 @@
+"""kzoo.transfer: freezing, the two phases, learning rates, feature caching, saving."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import kzoo
+from kzoo.errors import TransferError
+from kzoo.transfer_learning import select_layers
+
+BASE_SPEC = "8C3+BN-MP2-8C3-MP2-FC10"
+SHAPE = (16, 16, 3)
+CLASSES = 3
+
+
+def _base(seed: int = 0) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    return kzoo.build(BASE_SPEC, input_shape=SHAPE, name="tiny")
+
+
+def _data(n: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """RGB 0-255 images whose mean colour gives the class, so a small head can learn it."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, CLASSES, size=n)
+    x = rng.uniform(0, 120, size=(n, *SHAPE))
+    x[np.arange(n), :, :, y] += 120
+    return x.astype("float32"), y.astype("int32")
+
+
+def _transfer(head: str = "GAP-FC3", seed: int = 0, **kwargs) -> kzoo.Transfer:
+    clf = kzoo.transfer(_base(seed), head=head, **kwargs)
+    keras.utils.set_random_seed(seed)
+    return clf
+
+
+def _snapshot(model: keras.Model) -> dict[str, np.ndarray]:
+    """Every weight (moving statistics included) of every layer, by layer name."""
+    return {
+        f"{layer.name}/{w.name}": keras.ops.convert_to_numpy(w).copy()
+        for layer in model.layers
+        for w in layer.weights
+    }
+
+
+def _changed(before: dict, after: dict) -> set[str]:
+    return {k.split("/")[0] for k in before if not np.array_equal(before[k], after[k])}
+
+
+QUIET = {"verbose": 0, "diagnostics": False, "batch_size": 16}
+
+
+def test_model_is_base_called_in_inference_mode_then_a_prefixed_dsl_head():
+    clf = _transfer()
+    assert clf.base.output.shape[1:] == (4, 4, 8)  # cut before the base's flatten
+    assert [la.name for la in clf.head.layers[1:]][-1].startswith("head_")
+    assert all(la.name.startswith("head_") for la in clf.head.layers[1:])
+    assert clf.model.layers[1] is clf.base and clf.model.layers[2] is clf.head
+    assert not clf.base.trainable and clf.head.trainable
+    config = clf.model.get_config()
+    call = next(la for la in config["layers"] if la["name"] == clf.base.name)
+    assert call["inbound_nodes"][0]["kwargs"]["training"] is False
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_frozen_phase_keeps_every_base_weight_and_bn_statistic_and_trains_the_head(cache):
+    clf = _transfer()
+    x, y = _data()
+    base_before, head_before = _snapshot(clf.base), _snapshot(clf.head)
+    assert any("moving" in k for k in base_before)
+    clf.fit_frozen(x, y, epochs=2, cache_features=cache, **QUIET)
+    base_after = _snapshot(clf.base)
+    assert all(np.array_equal(base_before[k], base_after[k]) for k in base_before)
+    assert _changed(head_before, _snapshot(clf.head)) == {
+        la.name for la in clf.head.layers if la.weights
+    }
+
+
+def test_fine_tune_changes_exactly_the_selected_top_block_and_keeps_bn_statistics():
+    clf = _transfer()
+    x, y = _data()
+    before = _snapshot(clf.base)
+    clf.fine_tune(x, y, epochs=1, unfreeze=1, **QUIET)
+    changed = _changed(before, _snapshot(clf.base))
+    assert changed == {
+        la.name for la in clf.base.layers if la.name.startswith("block2") and la.weights
+    }
+    assert not any(k for k in before if "moving" in k and k.split("/")[0] in changed)
+
+
+def test_fine_tune_from_a_layer_name_trains_the_layers_after_it_but_not_batchnorm():
+    clf = _transfer()
+    x, y = _data()
+    bn_layer = next(la.name for la in clf.base.layers if "bn" in la.name)
+    before = _snapshot(clf.base)
+    clf.fine_tune(x, y, epochs=1, unfreeze=bn_layer, **QUIET)
+    after = _snapshot(clf.base)
+    assert _changed(before, after) == {"block2_conv1"}  # bn="frozen": BatchNorm stays put
+    assert all(np.array_equal(before[k], after[k]) for k in before if k.startswith(bn_layer))
+
+
+def test_bn_train_policy_updates_moving_statistics_once_unfrozen():
+    clf = _transfer(bn="train")
+    x, y = _data()
+    before = _snapshot(clf.base)
+    clf.fit_frozen(x, y, epochs=1, **QUIET)
+    assert _changed(before, _snapshot(clf.base)) == set()
+    clf.fine_tune(x, y, epochs=1, **QUIET)
+    after = _snapshot(clf.base)
+    moving = [k for k in before if "moving" in k]
+    assert moving and all(not np.array_equal(before[k], after[k]) for k in moving)
+
+
+def test_no_trainable_warning_across_phases(caplog):
+    clf = _transfer()
+    x, y = _data()
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.DEBUG):
+        warnings.simplefilter("always")
+        clf.fit(x, y, frozen_epochs=1, fine_tune_epochs=1, **QUIET)
+        clf.fine_tune(x, y, epochs=1, unfreeze=1, **QUIET)
+    messages = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "trainable" in m.lower()]
+
+
+def test_learning_rates_default_to_a_tenth_then_a_hundredth_for_pretrained_layers():
+    clf = _transfer()
+    x, y = _data()
+    clf.fit_frozen(x, y, epochs=1, **QUIET)
+    rates = clf.learning_rates()
+    assert rates and all(rate == pytest.approx(1e-3) for rate in rates.values())
+    assert all(path.startswith("head_") for path in rates)
+    clf.fine_tune(x, y, epochs=1, **QUIET)
+    assert float(keras.ops.convert_to_numpy(clf.model.optimizer.learning_rate)) == (
+        pytest.approx(1e-4)
+    )
+    rates = clf.learning_rates()
+    head = {v.path for v in clf.head.trainable_variables}
+    for path, rate in rates.items():
+        assert rate == pytest.approx(1e-4 if path in head else 1e-5), path
+
+
+def _one_sgd_step(multiplier: float) -> tuple[dict, dict]:
+    clf = _transfer(optimizer="sgd", learning_rate=10.0, pretrained_lr_multiplier=multiplier)
+    x, y = _data(n=16)
+    before = {**_snapshot(clf.base), **_snapshot(clf.head)}
+    clf.fine_tune(x, y, epochs=1, shuffle=False, **QUIET)
+    after = {**_snapshot(clf.base), **_snapshot(clf.head)}
+    return {k: after[k] - before[k] for k in before if "moving" not in k}, before
+
+
+@pytest.mark.backend
+def test_pretrained_layers_move_by_exactly_the_multiplier_under_sgd():
+    scaled, _ = _one_sgd_step(0.1)
+    plain, _ = _one_sgd_step(1.0)
+    for key in plain:
+        factor = 1.0 if key.startswith("head_") else 0.1
+        np.testing.assert_allclose(scaled[key], factor * plain[key], rtol=1e-3, atol=1e-6)
+    assert any(np.abs(plain[k]).max() > 0 for k in plain if not k.startswith("head_"))
+
+
+@pytest.mark.backend
+def test_cached_and_uncached_frozen_training_give_the_same_head():
+    x, y = _data()
+    heads = []
+    for cache in (True, False):
+        clf = _transfer(head="GAP-FC8-FC3")
+        clf.fit_frozen(x, y, epochs=3, cache_features=cache, shuffle=False, **QUIET)
+        heads.append(_snapshot(clf.head))
+        history = clf.history.history["loss"]
+        assert len(history) == 3
+    for key in heads[0]:
+        np.testing.assert_allclose(heads[0][key], heads[1][key], rtol=1e-4, atol=1e-5)
+
+
+def test_augmentation_layers_are_refused_with_cache_true_and_not_cached_with_auto(caplog):
+    clf = _transfer(augmentation=[keras.layers.RandomFlip("horizontal", name="flip")])
+    x, y = _data(n=16)
+    with pytest.raises(TransferError, match=r"random layers \(flip\).*Received: cache_features"):
+        clf.fit_frozen(x, y, epochs=1, cache_features=True, **QUIET)
+    with caplog.at_level(logging.WARNING, logger="kzoo"):
+        clf.fit_frozen(x, y, epochs=1, **QUIET)
+    assert "cannot cache" in caplog.text and "flip" in caplog.text
+
+
+def test_generators_are_not_cached_with_auto(caplog):
+    clf = _transfer()
+    x, y = _data(n=16)
+
+    def batches():
+        while True:
+            yield x, y
+
+    with caplog.at_level(logging.WARNING, logger="kzoo"):
+        clf.fit_frozen(batches(), epochs=1, steps_per_epoch=1, **QUIET)
+    assert "cannot cache" in caplog.text and "generator" in caplog.text
+    with pytest.raises(TransferError, match="cannot be proven"):
+        clf.fit_frozen(batches(), epochs=1, steps_per_epoch=1, cache_features=True, **QUIET)
+
+
+def test_tf_datasets_are_cached_only_without_random_ops(caplog):
+    tf = pytest.importorskip("tensorflow")
+    clf = _transfer()
+    x, y = _data(n=32)
+    plain = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(32).batch(16)
+    with caplog.at_level(logging.INFO, logger="kzoo"):
+        clf.fit_frozen(plain, epochs=1, **QUIET)
+    assert "caching the base's features" in caplog.text
+    caplog.clear()
+    augmented = plain.map(lambda a, b: (tf.image.random_flip_left_right(a), b))
+    with caplog.at_level(logging.INFO, logger="kzoo"):
+        clf.fit_frozen(augmented, epochs=1, **QUIET)
+    assert "cannot cache" in caplog.text and "Random" in caplog.text
+    assert "caching the base's features" not in caplog.text
+
+
+def test_one_history_spans_both_phases_and_marks_the_boundary():
+    clf = _transfer()
+    x, y = _data()
+    history = clf.fit(x, y, frozen_epochs=2, fine_tune_epochs=3, validation_data=(x, y), **QUIET)
+    assert history is clf.history
+    assert history.epoch == [0, 1, 2, 3, 4]
+    assert history.phase_boundary == 2
+    assert history.phases == ["frozen"] * 2 + ["fine_tune"] * 3
+    assert len(history.history["val_loss"]) == 5
+
+
+def test_callbacks_see_the_full_model_while_the_head_trains_on_cached_features(tmp_path):
+    clf = _transfer()
+    x, y = _data()
+    path = tmp_path / "best.keras"
+    checkpoint = keras.callbacks.ModelCheckpoint(path, monitor="loss", save_best_only=False)
+    stop = keras.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=1e9)
+    clf.fit(x, y, frozen_epochs=4, fine_tune_epochs=2, callbacks=[checkpoint, stop], **QUIET)
+    assert len(clf.history.epoch) == 2  # min_delta stops after the second frozen epoch
+    assert clf.history.phase_boundary is None
+    saved = keras.saving.load_model(path)
+    assert saved.input_shape == clf.model.input_shape
+    np.testing.assert_allclose(saved.predict(x, verbose=0), clf.model.predict(x, verbose=0))
+
+
+def test_diagnostics_are_attached_by_default():
+    from kzoo.transfer_learning import _with_diagnostics
+
+    callbacks = _with_diagnostics([], True)
+    assert [type(c).__name__ for c in callbacks] == ["TrainingDiagnostics"]
+    assert _with_diagnostics([], False) == []
+
+
+def test_bad_cut_names_every_valid_cut_point():
+    with pytest.raises(TransferError, match=r"valid cut points.*block1_conv1.*block2_pool"):
+        kzoo.transfer(_base(), head="GAP-FC3", cut="block9_pool")
+
+
+def test_cut_at_a_named_layer_and_default_head_boundary():
+    clf = kzoo.transfer(_base(), head="GAP-FC3", cut="block1_pool")
+    assert clf.base.output.shape[1:] == (8, 8, 8)
+    assert clf.base.layers[-1].name == "block1_pool"
+
+
+def test_bad_unfreeze_requests_are_clear_errors():
+    base = _transfer().base
+    with pytest.raises(TransferError, match="valid names"):
+        select_layers(base, "block7_conv1")
+    with pytest.raises(TransferError, match="has 2"):
+        select_layers(base, 3)
+    assert select_layers(base, 2) == select_layers(base, "all")
+
+
+def test_input_shape_that_the_base_cannot_take_is_refused():
+    with pytest.raises(TransferError, match=r"Received: input_shape=\(32, 32, 3\)"):
+        kzoo.transfer(_base(), head="GAP-FC3", input_shape=(32, 32, 3))
+
+
+def test_bad_policies_are_refused():
+    with pytest.raises(TransferError, match="bn must be one of"):
+        kzoo.transfer(_base(), head="GAP-FC3", bn="update")
+    with pytest.raises(TransferError, match="cache_features must be one of"):
+        kzoo.transfer(_base(), head="GAP-FC3", cache_features="yes")
+
+
+def test_zoo_base_keeps_its_preprocessing_and_mixed_precision_head_is_float32():
+    clf = kzoo.transfer(
+        "vgg19", head="GAP-FC4", weights=None, input_shape=(32, 32, 3), precision="mixed_bfloat16"
+    )
+    names = [la.name for la in clf.base.layers]
+    assert "preprocessing" in names and names[-1] == "block5_pool"
+    assert clf.base.get_layer("block1_conv1").compute_dtype == "bfloat16"
+    assert all(la.compute_dtype == "float32" for la in clf.head.layers)
+    assert clf.model.output.dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"
+
+
+@pytest.mark.backend
+def test_saved_model_reloads_with_identical_predictions(tmp_path):
+    clf = _transfer(head="GAP-FC8+D0.5-FC3")
+    x, y = _data()
+    clf.fit(x, y, frozen_epochs=1, fine_tune_epochs=1, **QUIET)
+    path = tmp_path / "model.keras"
+    clf.model.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(reloaded.predict(x, verbose=0), clf.model.predict(x, verbose=0))
