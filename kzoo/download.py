@@ -78,28 +78,32 @@ def file_digest(path: str | os.PathLike[str], algorithm: str) -> str:
     return f"{algorithm}:{h.hexdigest()}"
 
 
-class _Hashes:
-    """Hash a stream with several algorithms, each in its own thread.
+class _Sinks:
+    """Hash a stream with several algorithms, and flush it to disk, in background threads.
 
     hashlib releases the GIL on large buffers, so md5 and sha256 run beside the network read
-    instead of after it, and the file is never read back.
+    instead of after it and the file is never read back. The flusher calls fdatasync every
+    FLUSH bytes so the disk writes overlap the download and the final fsync is short.
     """
 
-    def __init__(self, algorithms: Iterable[str]) -> None:
+    def __init__(self, algorithms: Iterable[str], fd: int | None = None) -> None:
         self._hashes = {name: hashlib.new(name) for name in algorithms}
+        consumers = [h.update for h in self._hashes.values()]
+        if fd is not None:
+            consumers.append(_Flusher(fd))
         self._queues: list[queue.Queue[bytes | None]] = []
         self._threads: list[threading.Thread] = []
-        for h in self._hashes.values():
+        for consume in consumers:
             q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
-            thread = threading.Thread(target=self._run, args=(h, q), daemon=True)
+            thread = threading.Thread(target=self._run, args=(consume, q), daemon=True)
             thread.start()
             self._queues.append(q)
             self._threads.append(thread)
 
     @staticmethod
-    def _run(h: hashlib._Hash, q: queue.Queue[bytes | None]) -> None:
+    def _run(consume, q: queue.Queue[bytes | None]) -> None:
         while (chunk := q.get()) is not None:
-            h.update(chunk)
+            consume(chunk)
 
     def update(self, chunk: bytes) -> None:
         for q in self._queues:
@@ -115,6 +119,24 @@ class _Hashes:
     def digests(self) -> dict[str, str]:
         self.close()
         return {name: f"{name}:{h.hexdigest()}" for name, h in self._hashes.items()}
+
+
+FLUSH = 64 << 20
+_datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
+
+
+class _Flusher:
+    """Start the disk writes of every FLUSH bytes early (called with chunks already written)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.pending = fd, 0
+
+    def __call__(self, chunk: bytes) -> None:
+        self.pending += len(chunk)
+        if self.pending >= FLUSH:
+            self.pending = 0
+            with contextlib.suppress(OSError):  # the final fsync reports real errors
+                _datasync(self.fd)
 
 
 def _normalise(algorithm: str, value: str) -> str:
@@ -269,23 +291,26 @@ class _Transfer:
 
     def _stream(self, chunks: Iterable[bytes], offset: int, total: int | None) -> dict[str, str]:
         """Append ``chunks`` after the first ``offset`` bytes of the partial file, hashing all."""
-        hashes = _Hashes(self.algorithms)
         written = offset
         try:
             with open(self.part, "r+b" if offset else "wb", buffering=0) as fh:
-                while fh.tell() < offset and (chunk := fh.read(min(CHUNK, offset - fh.tell()))):
-                    hashes.update(chunk)  # resuming: hash the bytes already there, once
-                fh.seek(offset)
-                fh.truncate()
-                self.bar.reset(total=total)
-                self.bar.update(offset)
-                for chunk in chunks:
-                    written += len(chunk)
-                    if self.size is not None and written > self.size:
-                        raise ChecksumError(f"size: expected {self.size} bytes, got more")
-                    _write(fh, chunk)
-                    hashes.update(chunk)
-                    self.bar.update(len(chunk))
+                sinks = _Sinks(self.algorithms, fh.fileno())
+                try:  # the sinks must finish before the file (and its fd) is closed
+                    while fh.tell() < offset and (chunk := fh.read(min(CHUNK, offset - fh.tell()))):
+                        sinks.update(chunk)  # resuming: hash the bytes already there, once
+                    fh.seek(offset)
+                    fh.truncate()
+                    self.bar.reset(total=total)
+                    self.bar.update(offset)
+                    for chunk in chunks:
+                        written += len(chunk)
+                        if self.size is not None and written > self.size:
+                            raise ChecksumError(f"size: expected {self.size} bytes, got more")
+                        _write(fh, chunk)
+                        sinks.update(chunk)
+                        self.bar.update(len(chunk))
+                finally:
+                    sinks.close()
         except OSError as exc:
             if exc.errno in _DISK_FULL and not isinstance(exc, requests.RequestException):
                 with contextlib.suppress(OSError):
@@ -293,9 +318,7 @@ class _Transfer:
                 need = self.size if self.size is not None else (total or written)
                 raise self._disk_full(need, None) from exc
             raise
-        finally:
-            hashes.close()
-        return hashes.digests()
+        return sinks.digests()
 
     def local(self, src: Path) -> dict[str, str]:
         try:

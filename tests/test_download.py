@@ -61,7 +61,7 @@ def test_happy_path_then_cache_hit_makes_zero_requests(fault_server, tmp_path, m
     def no_hashing(*args, **kwargs):
         raise AssertionError("a cache hit must not hash")
 
-    monkeypatch.setattr(download, "_Hashes", no_hashing)
+    monkeypatch.setattr(download, "_Sinks", no_hashing)
     monkeypatch.setattr(download, "file_digest", no_hashing)
     assert fetch([url], dest, **pinned()) == dest
     assert fault_server.count("/w.bin") == 1
