@@ -59,6 +59,10 @@ _FORMAT_PREPROCESSING = {
     "safetensors_vgg": "torch",
 }
 
+# BatchNorm epsilon of the framework that trained a format's weights, where it is not Keras's
+# 1e-3 (torch's BatchNorm2d uses 1e-5); the statistics are only right with the same epsilon.
+_BN_EPSILON = {"safetensors_vgg": 1e-5}
+
 
 def load(
     name: str = "vgg19",
@@ -121,6 +125,9 @@ def load(
         preprocessing=layer,
         name=entry.name,
     )
+    fmt = source.format if source is not None else (local[1] if local else None)
+    if fmt in _BN_EPSILON:
+        _set_bn_epsilon(model, _BN_EPSILON[fmt])
     if plan is None and local is None:
         return model
     slots = slots_of(model)
@@ -242,8 +249,14 @@ def resolve(
 
 
 def raw_relpath(source: WeightSource, variant: str) -> str:
-    """Where a source's downloaded file lives, relative to a cache root."""
-    return f"raw/{source.model}/{source.tag}/{variant}/{source.files[variant].filename}"
+    """Where a source's downloaded file lives, relative to a cache root.
+
+    The folder carries the pinned hash, so a file that changed upstream (same URL, new hash in
+    the manifest) is downloaded again instead of being found under the old name.
+    """
+    file = source.files[variant]
+    folder = f"{variant}-{_pinned_id(file) or 'unpinned'}"
+    return f"raw/{source.model}/{source.tag}/{folder}/{file.filename}"
 
 
 def import_command(source: WeightSource, variant: str = "top") -> str:
@@ -364,6 +377,14 @@ def _local_file(weights: Any, entry: ModelEntry) -> tuple[Path, str]:
             f"{sorted(_SUFFIX_FORMAT)} or register it in a manifest. Received: {str(path)!r}"
         )
     return path, fmt
+
+
+def _set_bn_epsilon(model: keras.Model, epsilon: float) -> None:
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.epsilon = epsilon  # read at call time and saved by get_config
 
 
 def _preprocessing_for(entry: ModelEntry, local: tuple[Path, str] | None) -> str:
