@@ -123,14 +123,11 @@ def test_spans_of_reparsed_layers_cover_their_own_text(spec):
     for layer in parse(text).layers():
         start, end = layer.span
         assert 0 <= start < end <= len(text)
-        assert (
-            text[start:end].lstrip("[(").startswith(f"{layer.count or ''}{layer.keyword}")
-            or text[start] in "[("
-        )
+        assert text[start:end].startswith(f"{layer.count or ''}{layer.keyword}")
 
 
 @given(st.text(alphabet=ALPHABET, max_size=40))
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_random_strings_raise_only_spec_errors_with_in_range_spans(text):
     try:
         parsed = parse(text)
