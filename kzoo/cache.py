@@ -43,6 +43,13 @@ __all__ = [
 
 log = logging.getLogger("kzoo")
 
+_TRUE = {"1", "true", "yes", "on"}
+_PART = ".part."  # partial downloads: <name>.part.<host>.<pid>
+_HOST = socket.gethostname().replace(os.sep, "_") or "localhost"
+_STALE_SECONDS = 24 * 3600  # another host's partial untouched this long is abandoned
+_thread_locks: dict[str, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
 
 def cache_root(root: str | os.PathLike[str] | None = None) -> Path:
     """Return the writable cache root, without creating it.
@@ -208,11 +215,6 @@ def locks_enabled() -> bool:
     return os.environ.get("KZOO_NO_LOCKS", "").strip().lower() not in _TRUE
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_thread_locks: dict[str, threading.Lock] = {}
-_thread_locks_guard = threading.Lock()
-
-
 @contextlib.contextmanager
 def lock(path: Path, enabled: bool | None = None, what: str | None = None) -> Iterator[None]:
     """Hold the lock of ``path`` (``<path>.lock``) so concurrent processes produce it once.
@@ -240,17 +242,10 @@ def lock(path: Path, enabled: bool | None = None, what: str | None = None) -> It
             file_lock.release()
 
 
-_PART = ".part."
-_STALE_SECONDS = 24 * 3600
-
-
 def partial_path(dest: Path) -> Path:
     """Return this process's partial-download path beside ``dest``:
     ``<name>.part.<host>.<pid>``. The host keeps processes on a shared filesystem apart."""
     return dest.with_name(f"{dest.name}{_PART}{_HOST}.{os.getpid()}")
-
-
-_HOST = socket.gethostname().replace(os.sep, "_") or "localhost"
 
 
 def _pid_alive(pid: int) -> bool:

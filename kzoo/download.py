@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import email.utils
 import errno
 import hashlib
@@ -196,7 +197,11 @@ def verify(
             f"{path} has no pinned hash and no recorded sha256 ({_sidecar(path).name}): there "
             "is nothing to verify it against. Pin a hash in the manifest."
         )
-    seen = {alg: file_digest(path, alg) for alg in {*pins, *(hashes or {})}}
+    sinks = _Sinks(sorted({*pins, *(hashes or {})}))
+    with open(path, "rb", buffering=0) as fh:  # one read, every algorithm
+        while chunk := fh.read(CHUNK):
+            sinks.update(chunk)
+    seen = sinks.digests()
     try:
         _check(path, size, pins, seen)
     except ChecksumError as exc:
@@ -256,26 +261,21 @@ _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _RANGE = "bytes={}-"
 
 
+@dataclasses.dataclass
 class _Transfer:
     """One file's transfer into this process's partial file, tried URL by URL."""
 
-    def __init__(
-        self,
-        dest: Path,
-        part: Path,
-        size: int | None,
-        algorithms: Sequence[str],
-        label: str,
-        bar: tqdm,
-        session: requests.Session,
-        timeout: float | tuple[float, float],
-        retries: int,
-        backoff: float,
-        max_wait: float,
-    ) -> None:
-        self.dest, self.part, self.size, self.algorithms = dest, part, size, algorithms
-        self.label, self.bar, self.session, self.timeout = label, bar, session, timeout
-        self.retries, self.backoff, self.max_wait = retries, backoff, max_wait
+    dest: Path
+    part: Path
+    size: int | None
+    algorithms: Sequence[str]
+    label: str
+    bar: tqdm
+    session: requests.Session
+    timeout: float | tuple[float, float]
+    retries: int
+    backoff: float
+    max_wait: float
 
     def _disk_full(self, need: int, free: int | None) -> DownloadError:
         have = "" if free is None else f" and only {_human(free)} is free"
@@ -562,19 +562,8 @@ def fetch(
                 leave=False,
             ) as bar,
         ):
-            job = _Transfer(
-                dest,
-                part,
-                size,
-                algorithms,
-                label,
-                bar,
-                session,
-                timeout,
-                retries,
-                backoff,
-                max_wait,
-            )
+            job = _Transfer(dest, part, size, algorithms, label, bar, session, timeout,
+                            retries, backoff, max_wait)  # fmt: skip
             for url, path in sources:
                 try:
                     seen = job.local(path) if path is not None else job.http(url)
@@ -596,13 +585,17 @@ def fetch(
                 _commit(part, dest)
                 log.info("fetched %s from %s (%s)", label, url, ", ".join(seen.values()))
                 return dest
-    kept = (
-        f"\nThe partial file {part.name} is kept; the next call resumes it."
-        if part.exists()
-        else ""
-    )
+    notes = []
+    if part.exists():
+        notes.append(f"The partial file {part.name} is kept; the next call resumes it.")
+    if bad_bytes and not pinned_by_caller:
+        notes.append(
+            f"The expected sha256 was recorded at the first download in {_sidecar(dest)}; "
+            "if the source really changed, delete that file."
+        )
     error = ChecksumError if bad_bytes else DownloadError
-    raise error(f"could not fetch {label} into {dest}; tried:\n" + "\n".join(failures) + kept)
+    lines = [f"could not fetch {label} into {dest}; tried:", *failures, *notes]
+    raise error("\n".join(lines))
 
 
 def fetch_cached(

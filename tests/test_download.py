@@ -6,6 +6,7 @@ hashes, TLS, progress). Payloads are tiny and backoffs are milliseconds.
 
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import hashlib
 import logging
@@ -268,6 +269,15 @@ fetch([sys.argv[1]], sys.argv[2], size=int(sys.argv[3]), progress=False, timeout
 """
 
 
+def test_threads_of_one_process_fetch_once(fault_server, tmp_path):
+    url = fault_server.add("/w.bin", PAYLOAD, Fault("trickle", chunk=4096, delay=0.05, times=None))
+    dest = tmp_path / "w.bin"
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: fetch([url], dest, **pinned()), range(4)))
+    assert results == [dest] * 4 and dest.read_bytes() == PAYLOAD
+    assert fault_server.count("/w.bin") == 1
+
+
 def test_sigkill_mid_download_then_retry_adopts_the_partial(fault_server, tmp_path):
     url = fault_server.add("/w.bin", PAYLOAD, Fault("stall", at=HALF, seconds=60))
     dest = tmp_path / "w.bin"
@@ -421,8 +431,9 @@ def test_unpinned_source_warns_records_sha256_and_checks_it_later(fault_server, 
     # The source changes after the first download: the recorded hash catches it.
     dest.unlink()
     fault_server.add("/w.bin", PAYLOAD[::-1])
-    with pytest.raises(ChecksumError, match=f"sha256: expected {SHA256}"):
+    with pytest.raises(ChecksumError, match=f"sha256: expected {SHA256}") as info:
         fetch([url], dest, **FAST)
+    assert "if the source really changed, delete that file" in str(info.value)
     assert not dest.exists()
 
 
