@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from kzoo.dsl import format_number
+from kzoo.dsl import format_number, parse
 from kzoo.errors import SpecError
 from kzoo.shapes import plan
 from kzoo.tokens import ACTIVATIONS
@@ -270,9 +270,14 @@ _POOLS = ("MP", "AP")
 
 
 def _times(text: str, n: int) -> str:
-    if text[-1].islower() or _REPEATED.search(text):  # 'relux2' would read as one word
-        text = f"[{text}]"
-    return f"{text}x{n}"
+    bare = f"{text}x{n}"
+    if not _REPEATED.search(text):
+        try:  # 'relux2' reads as one word and '64C3x2x2' not at all: those need brackets
+            if len(parse(bare).layers()) == n * len(parse(text).layers()):
+                return bare
+        except SpecError:
+            pass
+    return f"[{text}]x{n}"
 
 
 def reroll(items: Sequence[str]) -> list[str]:

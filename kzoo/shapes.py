@@ -545,7 +545,8 @@ class _Planner:
         rate = mods["dropout"].args[0] if "dropout" in mods else None
         if role in ("conv", "dense") and not is_head:
             bn = bn or bool(self.opts["bn"])
-            rate = rate if rate is not None else self.opts["dropout"]
+            if role == "dense":  # dropout after hidden FCs only, as in VGG
+                rate = rate if rate is not None else self.opts["dropout"]
         act = act_mod.keyword if act_mod else None
         if role == "conv":
             act = act or self.opts["activation"]
