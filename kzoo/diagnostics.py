@@ -247,7 +247,9 @@ class TrainingDiagnostics(keras.callbacks.Callback):
     def _predict_sample(self) -> np.ndarray | None:
         if self.sample_x is None:
             return None
-        outputs = self.model.predict_on_batch(self.sample_x)
+        # A plain call, not predict_on_batch: no compiled predict function to build (and
+        # retrace, on TensorFlow) just for a few hundred inputs once per epoch.
+        outputs = self.model(self.sample_x, training=False)
         if isinstance(outputs, (list, tuple)):
             outputs = outputs[0]
         elif isinstance(outputs, dict):
