@@ -276,6 +276,27 @@ class _Transfer:
     retries: int
     backoff: float
     max_wait: float
+    reused: bool = False  # the last attempt kept bytes that were already in the partial file
+
+    def get(self, url: str, path: Path | None, pins: Mapping[str, str]) -> dict[str, str]:
+        """Fetch from one source and verify the result; return the digests seen.
+
+        Bytes kept from before (a resume, an adopted partial of a killed process) that fail
+        verification get one fresh download from zero before the source is given up.
+        """
+        for fresh in (False, True):
+            self.reused = False
+            try:
+                seen = self.local(path) if path is not None else self.http(url)
+                _check(self.part, self.size, pins, seen)
+                return seen
+            except ChecksumError:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.part)
+                if fresh or not self.reused:
+                    raise
+                log.warning("%s: resumed bytes failed verification; starting over", self.label)
+        raise AssertionError("unreachable")
 
     def _disk_full(self, need: int, free: int | None) -> DownloadError:
         have = "" if free is None else f" and only {_human(free)} is free"
@@ -292,6 +313,7 @@ class _Transfer:
     def _stream(self, chunks: Iterable[bytes], offset: int, total: int | None) -> dict[str, str]:
         """Append ``chunks`` after the first ``offset`` bytes of the partial file, hashing all."""
         written = offset
+        self.reused = self.reused or offset > 0
         try:
             with open(self.part, "r+b" if offset else "wb", buffering=0) as fh:
                 sinks = _Sinks(self.algorithms, fh.fileno())
@@ -566,16 +588,13 @@ def fetch(
                             retries, backoff, max_wait)  # fmt: skip
             for url, path in sources:
                 try:
-                    seen = job.local(path) if path is not None else job.http(url)
-                    _check(part, size, pins, seen)
+                    seen = job.get(url, path, pins)
                 except _GiveUp as exc:
                     failures.append(f"  {url}: {exc}")
                     log.warning("%s: %s", url, exc)
                     continue
                 except ChecksumError as exc:
                     bad_bytes = True
-                    with contextlib.suppress(OSError):
-                        os.unlink(part)
                     failures.append(f"  {url}: wrong bytes, deleted ({exc})")
                     log.error("%s sent a corrupt %s: %s", url, label, exc)
                     continue

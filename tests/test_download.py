@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from fault_server import Fault, FaultServer, dead_url, fault_server_fixture  # noqa: F401
 
-from kzoo import download
+from kzoo import cache, download
 from kzoo.download import fetch, fetch_cached, file_digest, verify
 from kzoo.errors import ChecksumError, DownloadError, OfflineError
 
@@ -295,6 +295,17 @@ def test_sigkill_mid_download_then_retry_adopts_the_partial(fault_server, tmp_pa
     fetch([url], dest, **pinned())
     assert dest.read_bytes() == PAYLOAD
     assert fault_server.ranges("/w.bin") == [None, f"bytes={HALF}-"]
+    assert partials(tmp_path) == []
+
+
+def test_stale_partial_with_wrong_bytes_is_downloaded_again(fault_server, tmp_path):
+    url = fault_server.add("/w.bin", PAYLOAD)
+    dest = tmp_path / "w.bin"
+    stale = cache.partial_path(dest)  # ours: adopted like a dead process's partial
+    stale.write_bytes(PAYLOAD[::-1])  # right size, wrong bytes: no request could tell
+    fetch([url], dest, **pinned())
+    assert dest.read_bytes() == PAYLOAD
+    assert fault_server.ranges("/w.bin") == [None]
     assert partials(tmp_path) == []
 
 
