@@ -70,9 +70,14 @@ def is_offline() -> bool:
     return os.environ.get("KZOO_OFFLINE", "").strip().lower() in _TRUE
 
 
+def _new_hash(algorithm: str):
+    # These hashes check integrity, not secrets: this keeps md5 usable on FIPS-mode systems.
+    return hashlib.new(algorithm, usedforsecurity=False)
+
+
 def file_digest(path: str | os.PathLike[str], algorithm: str) -> str:
     """Hash a file in chunks and return ``"<algorithm>:<hex>"``, e.g. ``"sha256:9f86..."``."""
-    h = hashlib.new(algorithm)
+    h = _new_hash(algorithm)
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):
             h.update(chunk)
@@ -88,10 +93,11 @@ class _Sinks:
     """
 
     def __init__(self, algorithms: Iterable[str], fd: int | None = None) -> None:
-        self._hashes = {name: hashlib.new(name) for name in algorithms}
+        self._hashes = {name: _new_hash(name) for name in algorithms}
         consumers = [h.update for h in self._hashes.values()]
         if fd is not None:
             consumers.append(_Flusher(fd))
+        self._errors: list[BaseException] = []
         self._queues: list[queue.Queue[bytes | None]] = []
         self._threads: list[threading.Thread] = []
         for consume in consumers:
@@ -101,10 +107,16 @@ class _Sinks:
             self._queues.append(q)
             self._threads.append(thread)
 
-    @staticmethod
-    def _run(consume, q: queue.Queue[bytes | None]) -> None:
+    def _run(self, consume, q: queue.Queue[bytes | None]) -> None:
+        failed = False
         while (chunk := q.get()) is not None:
-            consume(chunk)
+            if failed:
+                continue  # keep draining so the producer never blocks on a full queue
+            try:
+                consume(chunk)
+            except BaseException as exc:
+                self._errors.append(exc)
+                failed = True
 
     def update(self, chunk: bytes) -> None:
         for q in self._queues:
@@ -119,6 +131,8 @@ class _Sinks:
 
     def digests(self) -> dict[str, str]:
         self.close()
+        if self._errors:
+            raise self._errors[0]
         return {name: f"{name}:{h.hexdigest()}" for name, h in self._hashes.items()}
 
 
