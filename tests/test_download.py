@@ -234,7 +234,7 @@ fetch([url], dest, size=int(size), hashes={"md5": md5}, progress=False, retries=
 
 
 def run_four_processes(server: FaultServer, tmp_path: Path, env: dict[str, str]) -> Path:
-    url = server.add("/w.bin", PAYLOAD, Fault("trickle", chunk=2048, delay=0.1, times=None))
+    url = server.add("/w.bin", PAYLOAD, Fault("trickle", chunk=2048, delay=0.15, times=None))
     dest = tmp_path / "cache" / "w.bin"
     ready = tmp_path / "ready"
     ready.mkdir()
