@@ -624,6 +624,13 @@ class _Planner:
                 self.add(f"{base}_{act}", act, {"activation": act}, f"+{act}", span)
             if rate:
                 self.add(f"{base}_dropout", "D", {"rate": rate}, f"+D{rate}", span)
+            for mod in layer.modifiers:  # user modifiers follow, named like user layers
+                if _modifier_role(mod.keyword) == "custom":
+                    token = _tokens.get_token(mod.keyword)
+                    n = self.custom[mod.keyword] = self.custom.get(mod.keyword, 0) + 1
+                    params = token.params(None, mod.args, {}, {})
+                    label = f"+{mod.keyword}" + ",".join(map(str, mod.args))
+                    self.add(f"{mod.keyword.lower()}{n}", mod.keyword, params, label, span)
 
 
 def explain(spec: str | Spec, input_shape: Any = None, **options: Any) -> Explanation:

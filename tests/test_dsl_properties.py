@@ -97,7 +97,7 @@ def specs(draw, heads: bool = True) -> Spec:
                 max_size=2,
             )
         )
-        items.append(Layer("FC", None, (draw(st.integers(1, 6)),), (), tuple(mods),
+        items.append(Layer("FC", None, (draw(st.integers(2, 6)),), (), tuple(mods),
                            times=draw(st.sampled_from([1, 1, 2]))))  # fmt: skip
     if heads or transition == "implicit":
         units = draw(st.integers(1, 5))
