@@ -1,0 +1,81 @@
+"""How much faster is ``kzoo explain`` than importing Keras and building the model?
+
+Each measurement is a fresh Python process, timed from the outside (wall clock), so the
+figures include interpreter start-up and imports - what a user waits for at the shell:
+
+* ``kzoo explain`` of VGG-19 (``python -m kzoo explain 224x224x3:...``), which never imports
+  Keras;
+* the baseline: ``import keras`` and ``keras.applications.VGG19(weights=None)``, the usual way
+  to see a network's shapes and parameter count.
+
+Runs are interleaved; medians are reported. The last line is the speed-up.
+
+    python benchmarks/bench_explain.py [--repeats 5]
+
+Target: explain < 0.2 s wall, i.e. >= 20x faster than the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+VGG19 = "64C3x2-MP2-128C3x2-MP2-256C3x4-MP2-512C3x4-MP2-512C3x4-MP2-FC4096x2-FC1000"
+KERAS_VGG19_PARAMS = 143_667_240
+
+EXPLAIN = [sys.executable, "-m", "kzoo", "explain", f"224x224x3:{VGG19}"]
+BASELINE = [
+    sys.executable,
+    "-c",
+    "import keras; print(keras.applications.VGG19(weights=None).count_params())",
+]
+NO_KERAS_CHECK = (
+    "import sys; from kzoo.cli import main; main(['explain', '224x224x3:" + VGG19 + "']); "
+    "print('keras imported:', 'keras' in sys.modules, file=sys.stderr)"
+)
+
+
+def wall(cmd: list[str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:4])} ... failed:\n{result.stderr[-2000:]}")
+    return seconds, result.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    _, table = wall(EXPLAIN)  # warm the file system cache for both
+    _, baseline_out = wall(BASELINE)
+    print(table.rstrip())
+    explained = max(int(n.replace(",", "")) for n in re.findall(r"\d[\d,]{6,}", table))
+    print(
+        f"\nexplain total params: {explained:,}; keras.applications.VGG19: "
+        f"{int(baseline_out.split()[-1]):,} (expected {KERAS_VGG19_PARAMS:,})"
+    )
+    check = subprocess.run([sys.executable, "-c", NO_KERAS_CHECK], capture_output=True, text=True)
+    print(check.stderr.strip().splitlines()[-1] if check.stderr.strip() else "check failed")
+
+    python_only, explain, baseline = [], [], []
+    for _ in range(args.repeats):
+        python_only.append(wall([sys.executable, "-c", "pass"])[0])
+        explain.append(wall(EXPLAIN)[0])
+        baseline.append(wall(BASELINE)[0])
+    t_py, t_explain, t_base = (statistics.median(v) for v in (python_only, explain, baseline))
+    print(f"\nwall time, fresh process, median of {args.repeats}:")
+    print(f"  python -c pass                        {t_py:7.3f} s")
+    print(f"  kzoo explain vgg19                    {t_explain:7.3f} s   (target < 0.2 s)")
+    print(f"  import keras + VGG19(weights=None)    {t_base:7.3f} s")
+    print(f"speed-up (baseline / kzoo explain, target >= 20): {t_base / t_explain:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
