@@ -89,22 +89,28 @@ def main() -> None:
                 order = ("raw", "fetch") if run % 2 == 0 else ("fetch", "raw")
                 for name in order:
                     path = Path(tmp) / f"{name}.bin"
-                    start = time.perf_counter()
+                    start, cpu = time.perf_counter(), time.process_time()
                     if name == "raw":
                         raw_copy(url, path)
                     else:
                         fetch([url], path, size=size, hashes=hashes, progress=False)
                     seconds = time.perf_counter() - start
+                    cpu = time.process_time() - cpu  # this process, every thread
                     assert path.stat().st_size == size
                     path.unlink()
                     speeds[name].append(size / seconds / 1e6)
-                    print(f"run {run + 1} {name:5s} {speeds[name][-1]:8.1f} MB/s", flush=True)
+                    print(
+                        f"run {run + 1} {name:5s} {speeds[name][-1]:8.1f} MB/s "
+                        f"({cpu:.2f} s CPU in this process)",
+                        flush=True,
+                    )
     finally:
         server.stdin.close()
         server.wait(timeout=30)
 
     raw, verified = statistics.median(speeds["raw"]), statistics.median(speeds["fetch"])
     print(f"payload {args.mb} MiB over loopback, median of {args.repeat} runs each")
+    print(f"load average before the last run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"raw requests copy      {raw:8.1f} MB/s")
     print(f"fetch md5+sha256+fsync {verified:8.1f} MB/s")
     print(f"md5+sha256 in memory   {hash_speed(size):8.1f} MB/s (one thread, no I/O)")
