@@ -279,13 +279,13 @@ def fetch_raw(
     found = cache.find(rel, cache_dir, size=file.size)
     if found is not None:
         return found
-    hint = f"run: {import_command(source, variant)}"
+    hint = import_command(source, variant)
     if source.import_only:
         expected = cache.cache_root(cache_dir) / rel
         raise DownloadError(
             f"{source.qualified_name} cannot be downloaded by kzoo: {source.import_only}. "
             f"Obtain {file.filename} yourself ({', '.join(file.urls) or 'see docs/zoo.md'}), "
-            f"then {hint} (it is expected at {expected})"
+            f"then run: {hint} (it is expected at {expected})"
         )
     if download.is_offline():
         dest = cache.cache_root(cache_dir) / rel

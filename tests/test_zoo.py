@@ -263,6 +263,19 @@ def test_read_only_layer_with_only_the_raw_file_converts_in_memory(
     assert server.count(f"/{path.name}") == 1
 
 
+def test_unpinned_source_without_its_raw_file_still_hits_its_conversion(
+    server, images, tmp_path, kzoo_home
+):
+    path, fmt, mode, _ = write_source("caffe", tmp_path)
+    manifest = tiny_manifest({"src": served_source(server, path, fmt, mode, pin=False)})
+    expected = kzoo.load("tiny", manifest=manifest).predict(images, verbose=0)
+    for raw in (kzoo_home / "raw").rglob("*.caffemodel*"):
+        raw.unlink()  # e.g. a pre-filled cache that ships conversions only
+    got = kzoo.load("tiny", manifest=manifest).predict(images, verbose=0)
+    assert server.count(f"/{path.name}") == 1
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_new_upstream_file_or_converter_fix_never_reuses_a_conversion(
     server, images, tmp_path, kzoo_home, monkeypatch
 ):
