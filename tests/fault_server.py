@@ -24,6 +24,9 @@ Fault kinds:
     stall              send ``at`` bytes, then go silent for ``seconds``
     trickle            send ``chunk`` bytes every ``delay`` seconds
 
+Registering an absolute URL as the path (``server.add("http://host/f", data)``) lets the
+server stand in for an HTTP proxy, which receives the absolute URL as its request path.
+
 Every request is recorded (method, path, Range header) so tests can assert "zero requests"
 or "one GET". The server stops when the ``with`` block or the test ends, and by itself after
 ``lifetime`` seconds so a forgotten server never outlives the test run.

@@ -468,6 +468,19 @@ def test_tls_error_fails_fast(fault_server, tmp_path, sleeps):
     assert sleeps == []
 
 
+def test_proxy_environment_variables_are_honoured(fault_server, tmp_path, monkeypatch):
+    # The fault server plays the proxy: it receives the absolute URL as the request path.
+    target = "http://weights.example.invalid/w.bin"
+    fault_server.add(target, PAYLOAD)
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, fault_server.url(""))
+    dest = fetch([target], tmp_path / "w.bin", **pinned())
+    assert dest.read_bytes() == PAYLOAD
+    assert fault_server.count(target) == 1
+
+
 def test_progress_bar_starts_at_the_bytes_already_there(fault_server, tmp_path, monkeypatch):
     positions: list[int] = []
     real_tqdm = download.tqdm
