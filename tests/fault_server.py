@@ -35,14 +35,18 @@ or "one GET". The server stops when the ``with`` block or the test ends, and by 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
-__all__ = ["Fault", "FaultServer", "Hit", "dead_url", "fault_server_fixture"]
+__all__ = ["Fault", "FaultServer", "Hit", "dead_url", "fault_server_fixture", "self_signed"]
 
 KINDS = {
     "truncate",
@@ -189,21 +193,31 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
     owner: FaultServer
 
+    def handle_error(self, request, client_address):  # a rejected TLS handshake, a reset
+        pass
+
 
 class FaultServer:
     """A threaded HTTP server on 127.0.0.1 (a free port) with per-path faults.
 
     Args:
         lifetime: Seconds after which the server stops by itself.
+        tls: ``(certfile, keyfile)`` to serve HTTPS instead of HTTP (see :func:`self_signed`).
     """
 
-    def __init__(self, lifetime: float = 300.0) -> None:
+    def __init__(self, lifetime: float = 300.0, tls: tuple[str, str] | None = None) -> None:
         self._payloads: dict[str, tuple[bytes, list[list]]] = {}
         self._hits: list[Hit] = []
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.owner = self
+        self.scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            self.scheme = "https"
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -236,7 +250,7 @@ class FaultServer:
 
     def url(self, path: str) -> str:
         """The absolute URL of ``path`` on this server."""
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def add(self, path: str, payload: bytes, *faults: Fault) -> str:
         """Serve ``payload`` at ``path`` with ``faults`` applied in order; return its URL."""
@@ -281,6 +295,24 @@ def dead_url(path: str = "/dead") -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}{path}"
+
+
+def self_signed(folder: Path) -> tuple[str, str]:
+    """Write a one-day self-signed certificate for 127.0.0.1; return ``(certfile, keyfile)``.
+
+    Uses the ``openssl`` command (skips the calling test where it is missing).
+    """
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return str(cert), str(key)
 
 
 @pytest.fixture(name="fault_server")

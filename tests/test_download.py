@@ -19,7 +19,13 @@ import time
 from pathlib import Path
 
 import pytest
-from fault_server import Fault, FaultServer, dead_url, fault_server_fixture  # noqa: F401
+from fault_server import (  # noqa: F401
+    Fault,
+    FaultServer,
+    dead_url,
+    fault_server_fixture,
+    self_signed,
+)
 
 from kzoo import cache, download
 from kzoo.download import fetch, fetch_cached, file_digest, verify
@@ -460,12 +466,21 @@ def test_verify_checks_pinned_hashes_and_size(tmp_path):
         verify(path)
 
 
-def test_tls_error_fails_fast(fault_server, tmp_path, sleeps):
-    # An https URL on a plain-HTTP port: the TLS handshake fails and must not be retried.
-    url = fault_server.url("/w.bin").replace("http://", "https://")
-    with pytest.raises(DownloadError, match="TLS error"):
-        fetch([url], tmp_path / "w.bin", **pinned())
-    assert sleeps == []
+def test_untrusted_certificate_fails_fast_and_ca_bundle_env_is_honoured(
+    tmp_path, monkeypatch, sleeps
+):
+    cert, key = self_signed(tmp_path)
+    with FaultServer(tls=(cert, key)) as server:
+        url = server.add("/w.bin", PAYLOAD)
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+        monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+        with pytest.raises(DownloadError, match=r"TLS error.*REQUESTS_CA_BUNDLE"):
+            fetch([url], tmp_path / "w.bin", **pinned())
+        assert sleeps == [] and server.count() == 0  # not retried, nothing sent
+
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", cert)
+        dest = fetch([url], tmp_path / "w.bin", **pinned())
+        assert dest.read_bytes() == PAYLOAD and server.count("/w.bin") == 1
 
 
 def test_proxy_environment_variables_are_honoured(fault_server, tmp_path, monkeypatch):
