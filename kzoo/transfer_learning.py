@@ -515,7 +515,7 @@ def _input_shape(base: keras.Model, requested: Sequence[int] | None) -> tuple:
         return expected
     requested = tuple(int(d) for d in requested)
     fits = len(expected) == len(requested) and all(
-        e is None or e == r for e, r in zip(expected, requested)
+        e is None or e == r for e, r in zip(expected, requested, strict=True)
     )
     if not fits:
         raise TransferError(

@@ -24,12 +24,12 @@ def _base(seed: int = 0) -> keras.Model:
 
 
 def _data(n: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """RGB 0-255 images whose mean colour gives the class, so a small head can learn it."""
+    """Images in [0, 1] whose mean colour gives the class, so a small head can learn it."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, CLASSES, size=n)
     x = rng.uniform(0, 120, size=(n, *SHAPE))
     x[np.arange(n), :, :, y] += 120
-    return x.astype("float32"), y.astype("int32")
+    return (x / 255).astype("float32"), y.astype("int32")
 
 
 def _transfer(head: str = "GAP-FC3", seed: int = 0, **kwargs) -> kzoo.Transfer:
