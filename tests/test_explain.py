@@ -192,3 +192,16 @@ def test_user_token_as_modifier():
         )
         result = kzoo.explain("4x4x1:2C3+L-FC2")
         assert [r.name for r in result.rows][1:3] == ["block1_conv1", "l1"]
+
+
+def test_ciresan_literature_string_in_both_dialects():
+    spec = "1x29x29-20C4-MP2-40C5-MP3-150N-10N"
+    literature = kzoo.explain(spec, dialect="ciresan")
+    assert [r.output_shape for r in literature.rows][1:5] == [
+        (26, 26, 20),
+        (13, 13, 20),
+        (9, 9, 40),
+        (3, 3, 40),
+    ]
+    assert literature.total_params == 340 + 20_040 + (360 * 150 + 150) + 1_510
+    assert kzoo.explain(spec).total_params == 340 + 20_040 + (640 * 150 + 150) + 1_510
