@@ -81,6 +81,11 @@ def _affine(
         raise ValueError(f"std must be positive for every channel. Received: std={std!r}")
     scale = np.asarray(spec["scale"] / std_v, dtype=np.float32)
     offset = np.asarray(-mean_v / std_v, dtype=np.float32)
+    if len(scale) > 1 and len(offset) > 1 and len(scale) != len(offset):
+        raise ValueError(
+            f"mean and std must have one value per channel, and as many. "
+            f"Received: mean={mean!r}, std={std!r}"
+        )
     scale, offset = np.broadcast_arrays(scale, offset)
     return bool(spec["flip"]), np.array(scale), np.array(offset)
 

@@ -111,6 +111,11 @@ def test_non_positive_std_is_refused():
         ImagePreprocessing("torch", std=(0.2, 0.0, 0.2))
 
 
+def test_mean_and_std_of_different_lengths_are_refused():
+    with pytest.raises(ValueError, match=r"one value per channel.*Received"):
+        ImagePreprocessing("none", mean=(1.0, 2.0, 3.0), std=(1.0, 2.0))
+
+
 def test_image_preprocessing_config_round_trips():
     layer = ImagePreprocessing("torch", mean=(0.5, 0.5, 0.5), name="prep")
     clone = ImagePreprocessing.from_config(layer.get_config())
