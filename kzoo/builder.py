@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from kzoo.dsl import format_number, parse
 from kzoo.errors import SpecError
 from kzoo.shapes import plan
-from kzoo.tokens import ACTIVATIONS
+from kzoo.tokens import ACTIVATIONS, get_token, keywords
 
 if TYPE_CHECKING:
     import keras
@@ -238,8 +238,16 @@ class _Writer:
                     raise self.unrepresentable(layer, f"activation {act!r}")
                 out.append(act)
             else:
-                raise self.unrepresentable(layer, "no kzoo token builds this kind of layer")
+                out.append(self.user_token(layer))
         return out
+
+    def user_token(self, layer: Any) -> str:
+        for keyword in keywords():
+            token = get_token(keyword)
+            text = token.write(layer) if token is not None and token.write else None
+            if text:
+                return text
+        raise self.unrepresentable(layer, "no kzoo token builds this kind of layer")
 
     @staticmethod
     def _numbers(pair: tuple[int, int]) -> str:

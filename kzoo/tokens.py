@@ -104,6 +104,8 @@ class Token:
         alias_of: Keyword this one is printed as (``N`` -> ``FC``); its count becomes the first arg.
         validate: Optional ``validate(params)`` raising :class:`TokenProblem`.
         doc: One line for the token table.
+        write: Optional ``write(keras_layer) -> str | None`` for :func:`kzoo.to_string`: the
+            token text for a layer this token builds (``"GN4"``), None for other layers.
     """
 
     keyword: str
@@ -120,6 +122,7 @@ class Token:
     alias_of: str | None = None
     validate: Callable[[Mapping[str, Any]], None] | None = None
     doc: str = ""
+    write: Callable[[Any], str | None] | None = None
 
     def params(
         self,
@@ -159,6 +162,7 @@ def register_token(
     modifier: bool = False,
     validate: Callable[[Mapping[str, Any]], None] | None = None,
     doc: str = "",
+    write: Callable[[Any], str | None] | None = None,
     role: str = "custom",
     alias_of: str | None = None,
 ) -> Token:
@@ -178,6 +182,8 @@ def register_token(
         modifier: Whether ``+KEYWORD`` may attach it to another layer.
         validate: Optional hook raising :class:`TokenProblem` for bad values.
         doc: One line of documentation.
+        write: Optional ``write(keras_layer) -> str | None`` so :func:`kzoo.to_string` can
+            print layers this token built (return None for layers that are not yours).
         role: Built-in roles only; leave as ``"custom"``.
         alias_of: Built-in aliases only.
 
@@ -228,6 +234,7 @@ def register_token(
         alias_of=alias_of,
         validate=validate,
         doc=doc,
+        write=write,
     )
     _registry[keyword] = token
     return token

@@ -202,6 +202,26 @@ def test_user_token_builds_and_explains():
     assert model.count_params() == explained.total_params
 
 
+def test_user_token_with_a_writer_round_trips_through_to_string():
+    def write(layer):
+        if isinstance(layer, keras.layers.GroupNormalization):
+            return f"GN{layer.groups}"
+        return None
+
+    with kzoo.scoped_tokens():
+        kzoo.register_token(
+            "GN",
+            build=lambda p: keras.layers.GroupNormalization(groups=p["groups"], name=p["name"]),
+            shape=lambda s, p: (s, 2 * s[-1]),
+            args=("groups",),
+            write=write,
+        )
+        model = kzoo.build("8x8x1:4C3-GN2-GN2-MP2-FC3")
+        text = kzoo.to_string(model)
+        assert text == "8x8x1:4C3-GN2x2-MP2-FC3"
+        assert signature(kzoo.build(text)) == signature(model)
+
+
 @pytest.mark.parametrize("spec", TALK)
 def test_to_string_of_the_talk_strings_rebuilds_them(spec):
     model = kzoo.build(spec)
