@@ -31,6 +31,7 @@ __all__ = [
     "VGG19",
     "VGG19_BN",
     "VGGLayout",
+    "keras_slots",
     "write_caffe",
     "write_keras_h5",
     "write_lasagne",
@@ -80,6 +81,28 @@ class VGGLayout:
             name = "predictions" if i == len(self.fc) - 1 else f"fc{i + 1}"
             yield name, features, width
             features = width
+
+
+def keras_slots(layout: VGGLayout, include_top: bool = True) -> list[Any]:
+    """The :class:`~kzoo.converters.WeightSlot` list of the Keras model for ``layout``.
+
+    Lets converters run without building a Keras model (benchmarks, quick checks). Names follow
+    keras.applications; a BatchNorm layout has bias-free convs, each followed by ``<conv>_bn``.
+    """
+    from kzoo.converters import WeightSlot
+
+    slots = []
+    for block, index, c_in, c_out in layout.convs():
+        name = f"block{block}_conv{index}"
+        if layout.batchnorm:
+            slots.append(WeightSlot(name, "conv", ((3, 3, c_in, c_out),)))
+            slots.append(WeightSlot(f"{name}_bn", "batchnorm", ((c_out,),) * 4))
+        else:
+            slots.append(WeightSlot(name, "conv", ((3, 3, c_in, c_out), (c_out,))))
+    if include_top:
+        for name, n_in, n_out in layout.dense():
+            slots.append(WeightSlot(name, "dense", ((n_in, n_out), (n_out,))))
+    return slots
 
 
 VGG19 = VGGLayout()

@@ -156,8 +156,8 @@ def test_batchnorm_conv_bias_is_folded_into_moving_mean(tmp_path):
 def test_conv_only_slots_convert_a_prefix_and_ignore_dense_layers(case, tmp_path):
     layout = synthetic.TINY_VGG19
     fmt, path, _ = write_source(case, layout, tmp_path)
-    full = convert(fmt, path, _slots(layout))
-    convs = convert(fmt, path, _slots(layout, include_top=False))
+    full = convert(fmt, path, synthetic.keras_slots(layout))
+    convs = convert(fmt, path, synthetic.keras_slots(layout, include_top=False))
     assert list(convs) == [f"block{b}_conv{i}" for b, i, _, _ in layout.convs()]
     for name, arrays in convs.items():
         for got, expected in zip(arrays, full[name], strict=True):
@@ -168,33 +168,18 @@ def test_keras_notop_file_fills_a_notop_model(tmp_path):
     layout = synthetic.TINY_VGG16
     path = tmp_path / "notop.h5"
     written = synthetic.write_keras_h5(path, layout, include_top=False)
-    arrays = convert("keras_h5", path, _slots(layout, include_top=False))
+    arrays = convert("keras_h5", path, synthetic.keras_slots(layout, include_top=False))
     assert list(arrays) == list(written)
     np.testing.assert_array_equal(arrays["block5_conv3"][0], written["block5_conv3"][0])
     with pytest.raises(ConversionError, match=r"model layers \['fc1', 'fc2', 'predictions'\]"):
-        convert("keras_h5", path, _slots(layout))
-
-
-def _slots(layout: synthetic.VGGLayout, include_top: bool = True) -> list[WeightSlot]:
-    slots = []
-    for block, index, c_in, c_out in layout.convs():
-        name = f"block{block}_conv{index}"
-        if layout.batchnorm:
-            slots.append(WeightSlot(name, "conv", ((3, 3, c_in, c_out),)))
-            slots.append(WeightSlot(f"{name}_bn", "batchnorm", ((c_out,),) * 4))
-        else:
-            slots.append(WeightSlot(name, "conv", ((3, 3, c_in, c_out), (c_out,))))
-    if include_top:
-        for name, n_in, n_out in layout.dense():
-            slots.append(WeightSlot(name, "dense", ((n_in, n_out), (n_out,))))
-    return slots
+        convert("keras_h5", path, synthetic.keras_slots(layout))
 
 
 @pytest.mark.parametrize("case", ["keras_h5-keras2", "caffe-v2", "lasagne", "torchvision"])
 def test_a_deeper_model_than_the_file_names_both_sides(case, tmp_path):
     fmt, path, _ = write_source(case, synthetic.TINY_VGG16, tmp_path)
     with pytest.raises(ConversionError) as caught:
-        convert(fmt, path, _slots(synthetic.TINY_VGG19))
+        convert(fmt, path, synthetic.keras_slots(synthetic.TINY_VGG19))
     message = str(caught.value)
     assert "the model has 16 conv, 3 dense layers" in message
     assert "file 13 conv, 3 dense" in message
@@ -209,13 +194,13 @@ def test_wrong_widths_list_expected_and_received_shapes(case, tmp_path):
     with pytest.raises(
         ConversionError, match=r"'predictions' expects shapes \[\(32, 12\), \(12,\)\]"
     ):
-        convert(fmt, path, _slots(wider))
+        convert(fmt, path, synthetic.keras_slots(wider))
 
 
 def test_bn_model_on_a_plain_file_is_a_kind_mismatch(tmp_path):
     fmt, path, _ = write_source("torchvision", synthetic.TINY_VGG19, tmp_path)
     with pytest.raises(ConversionError, match="'block1_conv1_bn' \\(batchnorm"):
-        convert(fmt, path, _slots(synthetic.TINY_VGG19_BN))
+        convert(fmt, path, synthetic.keras_slots(synthetic.TINY_VGG19_BN))
 
 
 def test_unknown_format_suggests_the_closest():
@@ -246,7 +231,7 @@ def _corrupt_variants(data: bytes, seed: int = 0) -> list[bytes]:
 def test_truncated_or_garbled_files_raise_conversion_error_or_fit(case, tmp_path):
     layout = synthetic.TINY_VGG16
     fmt, path, _ = write_source(case, layout, tmp_path)
-    slots = _slots(layout)
+    slots = synthetic.keras_slots(layout)
     for variant in _corrupt_variants(path.read_bytes()):
         path.write_bytes(variant)
         try:
@@ -269,9 +254,9 @@ def test_empty_and_missing_files_raise_conversion_error(fmt, tmp_path):
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
     with pytest.raises(ConversionError):
-        convert(fmt, empty, _slots(synthetic.TINY_VGG19))
+        convert(fmt, empty, synthetic.keras_slots(synthetic.TINY_VGG19))
     with pytest.raises(ConversionError):
-        convert(fmt, tmp_path / "missing", _slots(synthetic.TINY_VGG19))
+        convert(fmt, tmp_path / "missing", synthetic.keras_slots(synthetic.TINY_VGG19))
 
 
 def test_safetensors_with_foreign_keys_is_rejected(tmp_path):
@@ -280,7 +265,7 @@ def test_safetensors_with_foreign_keys_is_rejected(tmp_path):
     path = tmp_path / "bert.safetensors"
     save_file({"encoder.layer.0.attention.weight": np.zeros((4, 4), np.float32)}, str(path))
     with pytest.raises(ConversionError, match="not a torchvision or timm VGG"):
-        convert("safetensors_vgg", path, _slots(synthetic.TINY_VGG19))
+        convert("safetensors_vgg", path, synthetic.keras_slots(synthetic.TINY_VGG19))
 
 
 def test_h5_without_keras_attributes_is_rejected(tmp_path):
@@ -290,7 +275,7 @@ def test_h5_without_keras_attributes_is_rejected(tmp_path):
     with h5py.File(path, "w") as h5:
         h5["data"] = np.zeros(3)
     with pytest.raises(ConversionError, match="layer_names"):
-        convert("keras_h5", path, _slots(synthetic.TINY_VGG19))
+        convert("keras_h5", path, synthetic.keras_slots(synthetic.TINY_VGG19))
 
 
 # --- pickles -----------------------------------------------------------------------------------
@@ -332,7 +317,7 @@ def test_malicious_pickles_are_refused_and_never_run(tmp_path):
     for payload in _payloads(marker):
         path.write_bytes(payload)
         with pytest.raises(UnsafePickleError, match="refusing"):
-            convert("lasagne", path, _slots(synthetic.TINY_VGG19))
+            convert("lasagne", path, synthetic.keras_slots(synthetic.TINY_VGG19))
         with pytest.raises(UnsafePickleError):
             read_lasagne_metadata(path)
     assert not marker.exists()
@@ -345,6 +330,29 @@ def test_lasagne_metadata_gives_class_names_and_mean(tmp_path):
     assert meta["synset_words"] == data["synset words"]
     np.testing.assert_array_equal(meta["mean_value"], data["mean value"])
     assert meta["model_name"] == data["model name"]
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_python3_pickles_of_the_same_dict_convert_identically(protocol, tmp_path):
+    py2 = tmp_path / "py2.pkl"
+    data = synthetic.write_lasagne(py2, synthetic.TINY_VGG16)
+    py3 = tmp_path / "py3.pkl"
+    py3.write_bytes(pickle.dumps(data, protocol=protocol))  # protocol 2: _codecs.encode bytes
+    slots = synthetic.keras_slots(synthetic.TINY_VGG16)
+    expected, got = convert("lasagne", py2, slots), convert("lasagne", py3, slots)
+    for name, arrays in expected.items():
+        for a, b in zip(arrays, got[name], strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert read_lasagne_metadata(py3)["synset_words"] == data["synset words"]
+
+
+def test_codecs_encode_is_admitted_only_for_latin1(tmp_path):
+    import _codecs
+
+    path = tmp_path / "codec.pkl"
+    path.write_bytes(pickle.dumps(_Payload(_codecs.encode, ("x", "rot13")), protocol=2))
+    with pytest.raises(UnsafePickleError, match="rot13"):
+        convert("lasagne", path, [])
 
 
 def test_pickle_that_is_not_a_lasagne_dict_is_rejected(tmp_path):

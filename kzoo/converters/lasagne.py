@@ -6,6 +6,11 @@ whatever the file asks for, so :class:`SafeUnpickler` resolves only the handful 
 rebuild numpy arrays, and anything else raises :class:`~kzoo.errors.UnsafePickleError`
 before it is called.
 
+Python 2 ``str`` objects are loaded with ``encoding="bytes"`` rather than the usual
+``"latin1"``: numpy accepts both, but with ``"latin1"`` each array's raw data is decoded to a
+Python ``str`` and encoded back (two extra passes over 548 MB), while with ``"bytes"`` numpy
+uses the loaded buffer as the array's memory. Text fields are decoded here instead.
+
 Layouts: conv W is ``(out, in, h, w)`` (the VGG recipe uses ``flip_filters=False``, so no
 spatial flip); dense W is already ``(in, out)`` and the first dense layer flattened its input
 in ``(C, H, W)`` order.
@@ -27,7 +32,6 @@ from kzoo.converters import (
     WeightSlot,
     as_float32,
     conv_kernel,
-    dense_kernel_from_rows,
     pair_layers,
     raise_mismatches,
     shape_problems,
@@ -45,13 +49,31 @@ _FORMAT = "lasagne"
 # resolve without importing a deprecated module path.
 _RECONSTRUCT = np.zeros(1).__reduce__()[0]
 _SCALAR = np.float32(0).__reduce__()[0]
+
+
+def _frombuffer(buffer: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
+    # what numpy's protocol-5 reduction calls (numpy.core.numeric._frombuffer), rebuilt here
+    array = np.frombuffer(buffer, dtype=dtype)
+    return array.reshape(shape, order="F" if order == "F" else "C")
+
+
+def _latin1(text: str, encoding: str = "latin1") -> bytes:
+    # Python 3 writes bytes as _codecs.encode(str, 'latin1') under protocol 2; only that is allowed
+    if encoding not in ("latin1", "latin-1"):
+        raise UnsafePickleError(f"refusing _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
 _ALLOWED: dict[tuple[str, str], Any] = {
     ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
     ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
     ("numpy.core.multiarray", "scalar"): _SCALAR,
     ("numpy._core.multiarray", "scalar"): _SCALAR,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1,
 }
 
 
@@ -87,7 +109,7 @@ def safe_load(path: Path) -> Any:
     """
     try:
         with open(path, "rb") as handle:
-            return SafeUnpickler(handle, encoding="latin1").load()
+            return _text_keys(SafeUnpickler(handle, encoding="bytes").load())
     except ConversionError:
         raise
     except (
@@ -109,6 +131,22 @@ def safe_load(path: Path) -> Any:
         ) from error
 
 
+def _text_keys(data: Any) -> Any:
+    """Decode the Python 2 ``str`` keys of a top-level dict (loaded as bytes)."""
+    if isinstance(data, dict):
+        return {_text(k) if isinstance(k, bytes) else k: v for k, v in data.items()}
+    return data
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf8")
+        except UnicodeError:
+            return value.decode("latin1")
+    return str(value)
+
+
 def _as_dict(data: Any, path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("param values"), list):
         got = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
@@ -122,14 +160,6 @@ def _as_dict(data: Any, path: Path) -> dict[str, Any]:
     return data
 
 
-def _utf8(text: str) -> str:
-    # Python 2 str objects arrive latin1-decoded; undo that for UTF-8 text
-    try:
-        return text.encode("latin1").decode("utf8")
-    except UnicodeError:
-        return text
-
-
 def read_lasagne_metadata(path: Path) -> dict[str, Any]:
     """Return the class names, mean pixel and model name stored beside the weights.
 
@@ -140,12 +170,12 @@ def read_lasagne_metadata(path: Path) -> dict[str, Any]:
         UnsafePickleError, ConversionError: As :func:`safe_load`, or not a Lasagne pickle.
     """
     data = _as_dict(safe_load(path), Path(path))
-    words = [_utf8(str(w)) for w in data.get("synset words", [])]
+    words = [_text(w) for w in data.get("synset words", [])]
     mean = data.get("mean value")
     return {
         "synset_words": words,
         "mean_value": None if mean is None else np.asarray(mean, dtype=np.float64),
-        "model_name": _utf8(str(data.get("model name", ""))),
+        "model_name": _text(data.get("model name", "")),
     }
 
 
@@ -162,6 +192,16 @@ def _group(params: list[np.ndarray]) -> list[tuple[SourceLayer, list[int]]]:
         (SourceLayer(src.name, src.kind, tuple(params[i].shape for i in idx)), idx)
         for src, idx in layers
     ]
+
+
+def _dense_kernel(weight: np.ndarray, channels: int | None, name: str) -> np.ndarray:
+    """Lasagne dense W is already Keras's ``(in, out)``; after the convs its rows are (C, H, W)."""
+    if channels is None:
+        return as_float32(weight)  # no copy: a view of the loaded buffer
+    side = spatial_size(weight.shape[0], channels, name)
+    # Keras row (h, w, c) is Lasagne row (c, h, w): a row gather, contiguous 16 KB rows
+    order = np.arange(weight.shape[0]).reshape(channels, side, side).transpose(1, 2, 0)
+    return as_float32(np.take(weight, order.reshape(-1), axis=0))
 
 
 def convert(path: Path, slots: Sequence[WeightSlot]) -> Arrays:
@@ -184,15 +224,7 @@ def convert(path: Path, slots: Sequence[WeightSlot]) -> Arrays:
             kernel = conv_kernel(weight)
             previous_conv_channels = weight.shape[0]
         else:
-            in_features, out_features = weight.shape
-            chw = None
-            if previous_conv_channels is not None:
-                side = spatial_size(in_features, previous_conv_channels, src.name)
-                chw = (previous_conv_channels, side, side)
-            transposed = weight.T  # (out, in) view: the shared helper reads source rows
-            kernel = dense_kernel_from_rows(
-                lambda a, b, t=transposed: t[a:b], out_features, in_features, chw
-            )
+            kernel = _dense_kernel(weight, previous_conv_channels, src.name)
             previous_conv_channels = None
         for i in indices:  # free each source array once converted (peak memory)
             params[i] = None

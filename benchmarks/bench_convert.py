@@ -1,0 +1,178 @@
+"""Full-size VGG-19 weight conversion: time vs merely reading the file, and peak memory.
+
+For each source format a synthetic full-size VGG-19 file (143.7 M float32 = 548 MiB of
+weights, real layer layout and names) is written once to a temp folder. Then, each in a fresh
+subprocess so peak RSS belongs to that step alone:
+
+- ``read``: read every byte of the file into memory (the baseline),
+- ``convert``: ``kzoo.converters.convert(fmt, path, slots)`` for the full model,
+- ``convert+store``: convert, then write the converted-weights cache file (atomic, fsynced).
+
+Run: ``python benchmarks/bench_convert.py [--formats caffe,lasagne] [--dir /big/tmp]``.
+Needs about 1.2 GB of free disk and 2 GB of memory; files are deleted at the end.
+Targets: convert time <= 2x read time, peak RSS <= 2x the weights' size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from kzoo import synthetic
+from kzoo.synthetic import VGG19, keras_slots
+
+FORMATS = {
+    # name: (converter format, file name, writer)
+    "keras_h5": ("keras_h5", "vgg19.h5", lambda p: synthetic.write_keras_h5(p, VGG19)),
+    "caffe": ("caffe", "vgg19.caffemodel", lambda p: synthetic.write_caffe(p, VGG19, version=1)),
+    "lasagne": ("lasagne", "vgg19.pkl", lambda p: synthetic.write_lasagne(p, VGG19)),
+    "safetensors_vgg": (
+        "safetensors_vgg",
+        "model.safetensors",
+        lambda p: synthetic.write_safetensors(p, VGG19),
+    ),
+    "safetensors_vgg_timm": (
+        "safetensors_vgg",
+        "timm.safetensors",
+        lambda p: synthetic.write_safetensors(p, VGG19, keys="timm"),
+    ),
+}
+
+
+def _peak_rss_bytes() -> int:
+    # VmHWM belongs to this process image; ru_maxrss would include the parent's RSS at fork,
+    # which Linux carries across exec (the parent held the just-written weights).
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _child(step: str, fmt: str, path: Path) -> None:
+    """Run one step in this (fresh) process and print its figures as JSON."""
+    import numpy as np
+
+    from kzoo.converters import convert
+    from kzoo.converters.store import save_weights
+
+    slots = keras_slots(VGG19)
+    baseline_rss = _peak_rss_bytes()
+    start = time.perf_counter()
+    if step == "read":
+        buffer = np.empty(path.stat().st_size, dtype=np.uint8)
+        with open(path, "rb", buffering=0) as handle:
+            view = memoryview(buffer)
+            done = 0
+            while done < len(buffer):
+                done += handle.readinto(view[done : done + (64 << 20)])
+        weights = int(buffer.size)
+    else:
+        arrays = convert(fmt, path, slots)
+        weights = sum(a.nbytes for v in arrays.values() for a in v)
+        if step == "convert+store":
+            save_weights(path.with_suffix(".converted.h5"), arrays, {"format": fmt})
+    seconds = time.perf_counter() - start
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "peak_rss": _peak_rss_bytes(),
+                "rss_before": baseline_rss,
+                "bytes": weights,
+            }
+        )
+    )
+
+
+def _run_child(step: str, fmt: str, path: Path, repeat: int) -> dict[str, float]:
+    """Best time and worst peak RSS of ``repeat`` fresh processes (shared machines are noisy)."""
+    runs = []
+    for _ in range(repeat):
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", step, fmt, str(path)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    best = min(runs, key=lambda r: r["seconds"])
+    return {**best, "peak_rss": max(r["peak_rss"] for r in runs)}
+
+
+def _write(name: str, folder: Path) -> Path:
+    _, file_name, writer = FORMATS[name]
+    path = folder / file_name
+    writer(path)  # returns the arrays it wrote: dropped at once
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--formats", default=",".join(FORMATS))
+    parser.add_argument("--dir", default=None, help="folder for the temp files")
+    parser.add_argument("--repeat", type=int, default=3, help="fresh processes per step")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        step, fmt, path = args.child
+        _child(step, fmt, Path(path))
+        return
+
+    weights_mb = sum(4 * _prod(s) for slot in keras_slots(VGG19) for s in slot.shapes) / 2**20
+    folder = Path(tempfile.mkdtemp(prefix="kzoo-bench-convert-", dir=args.dir))
+    rows = []
+    try:
+        for name in args.formats.split(","):
+            fmt = FORMATS[name][0]
+            start = time.perf_counter()
+            path = _write(name, folder)
+            written = time.perf_counter() - start
+            size_mb = path.stat().st_size / 2**20
+            read = _run_child("read", fmt, path, args.repeat)
+            conv = _run_child("convert", fmt, path, args.repeat)
+            store = _run_child("convert+store", fmt, path, args.repeat)
+            rows.append((name, size_mb, written, read, conv, store))
+            for leftover in folder.iterdir():
+                leftover.unlink()
+            print(
+                f"{name:22s} file {size_mb:6.0f} MiB (written in {written:5.1f} s) | "
+                f"read {read['seconds']:5.2f} s, RSS {read['peak_rss'] / 2**20:5.0f} MiB | "
+                f"convert {conv['seconds']:5.2f} s, RSS {conv['peak_rss'] / 2**20:5.0f} MiB | "
+                f"+store {store['seconds']:5.2f} s, RSS {store['peak_rss'] / 2**20:5.0f} MiB",
+                flush=True,
+            )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    print(f"\nweights: {weights_mb:.0f} MiB of float32; targets: time <= 2.0x read, RSS <= 2.0x")
+    print(f"{'format':22s} {'convert/read':>13s} {'store/read':>11s} {'RSS/weights':>12s}")
+    for name, _, _, read, conv, store in rows:
+        rss = max(conv["peak_rss"], store["peak_rss"]) / 2**20 / weights_mb
+        print(
+            f"{name:22s} {conv['seconds'] / read['seconds']:12.2f}x "
+            f"{store['seconds'] / read['seconds']:10.2f}x {rss:11.2f}x"
+        )
+
+
+def _prod(shape: tuple[int, ...]) -> int:
+    out = 1
+    for d in shape:
+        out *= d
+    return out
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    main()
