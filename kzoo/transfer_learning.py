@@ -426,7 +426,10 @@ class Transfer:
             vx, vy = _unpack_validation(validation_data)
             vf, (vt, vw) = _extract(self.base, vx, vy, predict_batch)
             validation_data = (vf, vt) if vw is None else (vf, vt, vw)
-        self._compile(self.head, self.learning_rate, steps=_HEAD_STEPS_PER_EXECUTION)
+        # Several steps per call keep the tiny head from being overhead-bound (the updates are
+        # the same); Keras' multi-step loop fails under tf.distribute, so not there.
+        steps = 1 if self._strategy is not None else _HEAD_STEPS_PER_EXECUTION
+        self._compile(self.head, self.learning_rate, steps=steps)
         self.model.stop_training = self.head.stop_training = False
         callbacks = [_OnFullModel(c, self.model) for c in callbacks]
         run = self.head.fit(
