@@ -77,15 +77,15 @@ def _affine(
             f"mean and std must be flat sequences of per-channel values. "
             f"Received: mean={mean!r}, std={std!r}"
         )
-    if np.any(std_v <= 0):
-        raise ValueError(f"std must be positive for every channel. Received: std={std!r}")
-    scale = np.asarray(spec["scale"] / std_v, dtype=np.float32)
-    offset = np.asarray(-mean_v / std_v, dtype=np.float32)
-    if len(scale) > 1 and len(offset) > 1 and len(scale) != len(offset):
+    if len(std_v) > 1 and len(mean_v) > 1 and len(std_v) != len(mean_v):
         raise ValueError(
             f"mean and std must have one value per channel, and as many. "
             f"Received: mean={mean!r}, std={std!r}"
         )
+    if np.any(std_v <= 0):
+        raise ValueError(f"std must be positive for every channel. Received: std={std!r}")
+    scale = np.asarray(spec["scale"] / std_v, dtype=np.float32)
+    offset = np.asarray(-mean_v / std_v, dtype=np.float32)
     scale, offset = np.broadcast_arrays(scale, offset)
     return bool(spec["flip"]), np.array(scale), np.array(offset)
 
