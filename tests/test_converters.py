@@ -22,28 +22,25 @@ from kzoo.errors import ConversionError, UnknownNameError, UnsafePickleError
 BATCH = 2
 
 
-def keras_vgg(layout: synthetic.VGGLayout, include_top: bool = True):
-    """A Keras VGG with keras.applications layer names; logits out (no softmax)."""
-    import keras
+def vgg_spec(layout: synthetic.VGGLayout) -> str:
+    bn = "+BN" if layout.batchnorm else ""
+    blocks = [
+        f"{width}C3{bn}x{count}-MP2"
+        for count, width in zip(layout.convs_per_block, layout.widths, strict=True)
+    ]
+    return "-".join([*blocks, *(f"FC{width}" for width in layout.fc)])
 
-    inputs = keras.Input((layout.input_size, layout.input_size, layout.in_channels))
-    x = inputs
-    for block, index, _, width in layout.convs():
-        name = f"block{block}_conv{index}"
-        if layout.batchnorm:
-            x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=name)(x)
-            x = keras.layers.BatchNormalization(epsilon=ref.TORCH_BN_EPSILON, name=f"{name}_bn")(x)
-            x = keras.layers.Activation("relu", name=f"{name}_relu")(x)
-        else:
-            x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=name)(x)
-        if index == layout.convs_per_block[block - 1]:
-            x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
-    if include_top:
-        x = keras.layers.Flatten(name="flatten")(x)
-        for name, _, width in layout.dense():
-            activation = None if name == "predictions" else "relu"
-            x = keras.layers.Dense(width, activation=activation, name=name)(x)
-    return keras.Model(inputs, x)
+
+def keras_vgg(layout: synthetic.VGGLayout, include_top: bool = True, bn_epsilon=None):
+    """kzoo.build's VGG (keras.applications names) with logits out (a linear head)."""
+    import kzoo
+
+    shape = (layout.input_size, layout.input_size, layout.in_channels)
+    model = kzoo.build(vgg_spec(layout), input_shape=shape, head="linear", include_top=include_top)
+    for layer in model.layers:
+        if bn_epsilon is not None and hasattr(layer, "epsilon"):
+            layer.epsilon = bn_epsilon
+    return model
 
 
 def predict(model, x: np.ndarray) -> np.ndarray:
@@ -100,6 +97,7 @@ CASES = [
     ("torchvision", synthetic.TINY_VGG16),
     ("timm", synthetic.TINY_VGG19),
     ("torchvision", synthetic.TINY_VGG19_BN),
+    ("torchvision-eps1e-5", synthetic.TINY_VGG19_BN),
 ]
 
 
@@ -110,8 +108,9 @@ CASES = [
     ids=[f"{c}-{sum(lay.convs_per_block) + 3}{'-bn' * lay.batchnorm}" for c, lay in CASES],
 )
 def test_converted_model_matches_numpy_forward_in_source_layout(case, layout, tmp_path):
-    fmt, path, reference = write_source(case, layout, tmp_path)
-    model = keras_vgg(layout)
+    fmt, path, reference = write_source(case.replace("-eps1e-5", ""), layout, tmp_path)
+    # kzoo.build's BN layers keep Keras's epsilon 1e-3 (gamma rescaled); torch's is 1e-5
+    model = keras_vgg(layout, bn_epsilon=1e-5 if case.endswith("eps1e-5") else None)
     arrays = convert(fmt, path, slots_of(model))
     assert all(a.dtype == np.float32 and a.flags.c_contiguous for v in arrays.values() for a in v)
     assign(model, arrays)
@@ -138,7 +137,7 @@ def test_batchnorm_conv_bias_is_folded_into_moving_mean(tmp_path):
     layout = synthetic.TINY_VGG19_BN
     fmt, path, reference = write_source("torchvision", layout, tmp_path)
     tensors = synthetic.write_safetensors(tmp_path / "again.safetensors", layout)
-    model = keras_vgg(layout)
+    model = keras_vgg(layout, bn_epsilon=ref.TORCH_BN_EPSILON)
     arrays = convert(fmt, path, slots_of(model))
     moving_mean = arrays["block1_conv1_bn"][2]
     expected = tensors["features.1.running_mean"] - tensors["features.0.bias"]
@@ -370,7 +369,7 @@ def test_slots_of_lists_weight_layers_in_order_with_keras_shapes():
     slots = slots_of(model)
     assert slots[:3] == [
         WeightSlot("block1_conv1", "conv", ((3, 3, 3, 4),)),
-        WeightSlot("block1_conv1_bn", "batchnorm", ((4,), (4,), (4,), (4,))),
+        WeightSlot("block1_conv1_bn", "batchnorm", ((4,), (4,), (4,), (4,)), epsilon=1e-3),
         WeightSlot("block1_conv2", "conv", ((3, 3, 4, 4),)),
     ]
     assert slots[-1] == WeightSlot("predictions", "dense", ((32, 10), (10,)))

@@ -72,11 +72,14 @@ class WeightSlot:
         name: The Keras layer name (``block1_conv1``, ``fc1``, ``block1_conv1_bn``, ...).
         kind: ``"conv"``, ``"dense"`` or ``"batchnorm"``.
         shapes: The Keras weight shapes, in ``layer.weights`` order.
+        epsilon: A BatchNormalization layer's epsilon (None for other layers, or unknown):
+            converters from frameworks with another epsilon rescale gamma to match exactly.
     """
 
     name: str
     kind: str
     shapes: tuple[tuple[int, ...], ...]
+    epsilon: float | None = None
 
 
 def _flat_layers(model: Any) -> list[Any]:
@@ -118,7 +121,8 @@ def slots_of(model: Any) -> list[WeightSlot]:
             unknown.append(f"{layer.name} ({type(layer).__name__})")
             continue
         shapes = tuple(tuple(int(d) for d in w.shape) for w in layer.weights)
-        slots.append(WeightSlot(layer.name, kind, shapes))
+        epsilon = float(layer.epsilon) if kind == "batchnorm" else None
+        slots.append(WeightSlot(layer.name, kind, shapes, epsilon))
     if unknown:
         raise ConversionError(
             "pretrained weights can only fill Conv2D, Dense and BatchNormalization layers, but the "

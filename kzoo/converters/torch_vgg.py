@@ -13,6 +13,10 @@ torchvision's BN variant keeps a conv bias in front of each BatchNorm, while a c
 by BN in kzoo has no bias. BN subtracts its running mean right after that bias, so the bias
 folds exactly into the moving mean: ``moving_mean' = running_mean - conv_bias``.
 
+torch's BatchNorm epsilon is 1e-5, Keras's default 1e-3: for a slot with another epsilon,
+``gamma' = gamma * sqrt(var + eps_keras) / sqrt(var + 1e-5)`` gives exactly torch's output in
+inference (for fine-tuning with batch statistics, build BN layers with ``epsilon=1e-5``).
+
 Tensors are read with the ``safetensors`` numpy API (no torch, no pickle); big dense kernels
 are read a slice of rows at a time, so they are never held twice in memory.
 """
@@ -51,6 +55,7 @@ _FORMAT = "safetensors_vgg"
 _SECTIONS = {"features": 0, "classifier": 1, "pre_logits.fc1": 1, "pre_logits.fc2": 2, "head.fc": 3}
 _PREFIX = re.compile(r"^(features|classifier)\.(\d+)$|^(pre_logits\.fc[12]|head\.fc)$")
 _BN_KEYS = ("weight", "bias", "running_mean", "running_var")
+TORCH_BN_EPSILON = 1e-5
 
 
 def _order(prefix: str) -> tuple[int, int]:
@@ -169,6 +174,11 @@ def _convert(handle: Any, slots: Sequence[WeightSlot], path: Path) -> Arrays:
                 converted = [kernel, bias]
         elif src.kind == "batchnorm":
             gamma, beta, mean, variance = (_tensor(handle, keys[n]) for n in _BN_KEYS)
+            if slot.epsilon is not None and slot.epsilon != TORCH_BN_EPSILON:
+                ratio = (variance.astype(np.float64) + slot.epsilon) / (
+                    variance.astype(np.float64) + TORCH_BN_EPSILON
+                )
+                gamma = as_float32(gamma * np.sqrt(ratio))
             if pending_bias is not None and pending_bias.shape == mean.shape:
                 # BN(x + b) uses (x + b - mean): the same as BN(x) with mean - b
                 mean = mean - pending_bias
