@@ -303,3 +303,55 @@ def test_saved_model_reloads_with_identical_predictions(tmp_path):
     clf.model.save(path)
     reloaded = keras.saving.load_model(path)
     np.testing.assert_array_equal(reloaded.predict(x, verbose=0), clf.model.predict(x, verbose=0))
+
+
+def _image_folder(root, classes=("cat", "dog"), per_class=6, size=20):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for index, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 100, size=(size, size, 3)).astype(np.uint8)
+            pixels[..., index] += 150  # one dominant colour per class
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def test_cli_trains_saves_a_model_that_classify_accepts(tmp_path, capsys):
+    from kzoo.cli import main
+
+    data = _image_folder(tmp_path / "data")
+    base_path = tmp_path / "base.keras"
+    _base().save(base_path)
+    out = tmp_path / "out" / "pets.keras"
+    argv = ["transfer", "--base", str(base_path), "--data", str(data), "--head", "GAP-FC{classes}"]
+    argv += ["--input-shape", "16x16x3", "--frozen-epochs", "2", "--fine-tune-epochs", "1"]
+    argv += ["--batch-size", "4", "--validation-split", "0.25", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "2 classes: cat, dog" in printed and "val_accuracy" in printed
+    labels = out.with_suffix(".labels.txt")
+    assert labels.read_text().split() == ["cat", "dog"]
+    model = keras.saving.load_model(out)
+    assert model.input_shape == (None, 16, 16, 3) and model.output_shape == (None, 2)
+    image = next((data / "dog").iterdir())
+    assert main(["classify", str(image), "--model", str(out), "--labels", str(labels)]) == 0
+    assert "dog" in capsys.readouterr().out
+
+
+def test_cli_reports_bad_requests_without_a_traceback(tmp_path, capsys):
+    from kzoo.cli import main
+
+    data = _image_folder(tmp_path / "data", per_class=2)
+    out = str(tmp_path / "m.keras")
+    assert main(["transfer", "--data", str(data), "--out", out, "--input-shape", "16x16"]) == 1
+    assert "error: --input-shape must look like 160x160x3" in capsys.readouterr().err
+    assert main(["transfer", "--data", str(tmp_path / "none"), "--out", out]) == 1
+    assert "error: --data must be a folder" in capsys.readouterr().err
+    base_path = tmp_path / "base.keras"
+    _base().save(base_path)
+    argv = ["transfer", "--base", str(base_path), "--data", str(data), "--head", "GAP-FC5"]
+    argv += ["--input-shape", "16x16x3", "--validation-split", "0", "--out", out, "--quiet"]
+    assert main(argv) == 1
+    assert "the head has 5 outputs but" in capsys.readouterr().err
