@@ -12,10 +12,11 @@ function and always drawn with the headless Agg backend, so plots work on server
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +137,7 @@ def plot_kernels(model_or_layer: Any, path: str | os.PathLike, layer: str | None
     kernel = weights[0]
     grid = kernel_grid(kernel)
     plt = _pyplot()
-    scale = max(2.0, min(8.0, grid.shape[1] / 12))
+    scale = max(3.0, min(8.0, grid.shape[1] / 12))
     fig, ax = plt.subplots(figsize=(scale, scale * grid.shape[0] / grid.shape[1] + 0.4))
     ax.imshow(grid, interpolation="nearest")
     ax.set_axis_off()
@@ -211,6 +212,9 @@ def saliency_map(
 ) -> tuple[np.ndarray, int, float]:
     """Gradient saliency of one image: ``(|d score / d pixel| max over channels, class, score)``.
 
+    The score differentiated is the class's logit when the model ends in a softmax layer (a
+    saturated softmax has no useful gradient); the score returned is the model's output.
+
     Args:
         model: A Keras classifier with a single image input.
         image: ``(height, width, channels)`` or a batch of one, preprocessed as the model expects.
@@ -233,8 +237,31 @@ def saliency_map(
         raise ValueError(
             f"class_index must be in [0, {scores.shape[-1]}). Received: class_index={class_index}"
         )
-    gradient = input_gradient(model, x, class_index)[0]
+    with _softmax_as_logits(model):
+        gradient = input_gradient(model, x, class_index)[0]
     return np.abs(gradient).max(axis=-1), class_index, float(scores[class_index])
+
+
+@contextlib.contextmanager
+def _softmax_as_logits(model: Any) -> Iterator[None]:
+    """Differentiate the class logit, not its softmax probability, while inside.
+
+    A confident softmax is saturated: its gradient is nearly zero and what remains is noise.
+    The usual remedy (as in the saliency literature) is the pre-softmax score, obtained here by
+    switching the last layer's activation to linear for the duration, then restoring it.
+    """
+    import keras
+
+    last = model.layers[-1] if getattr(model, "layers", None) else None
+    activation = getattr(last, "activation", None)
+    if getattr(activation, "__name__", None) != "softmax":
+        yield
+        return
+    last.activation = keras.activations.linear
+    try:
+        yield
+    finally:
+        last.activation = activation
 
 
 def plot_saliency(

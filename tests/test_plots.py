@@ -42,10 +42,14 @@ def _conv_model(channels: int = 1) -> keras.Model:
     )
 
 
-def _linear_model(weights: np.ndarray) -> keras.Model:
-    """Flatten + Dense without activation: the input gradient of class c is column c."""
+def _linear_model(weights: np.ndarray, activation: str | None = None) -> keras.Model:
+    """Flatten + Dense: the input gradient of class c's logit is column c."""
     model = keras.Sequential(
-        [keras.Input((6, 5, 2)), keras.layers.Flatten(), keras.layers.Dense(weights.shape[1])]
+        [
+            keras.Input((6, 5, 2)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(weights.shape[1], activation=activation),
+        ]
     )
     model.layers[-1].set_weights([weights.astype("float32"), np.zeros(weights.shape[1], "float32")])
     return model
@@ -111,6 +115,23 @@ def test_saliency_of_a_linear_model_is_its_weight_column():
     np.testing.assert_allclose(saliency, expected, rtol=1e-5)
     assert class_index == 2
     np.testing.assert_allclose(score, image.reshape(-1) @ weights[:, 2], rtol=1e-4)
+
+
+@pytest.mark.backend
+def test_saliency_of_a_softmax_classifier_uses_the_logit_and_restores_the_softmax():
+    rng = np.random.default_rng(1)
+    weights = rng.normal(size=(60, 3)) * 5.0  # a confident, saturated softmax
+    image = rng.normal(size=(6, 5, 2)).astype("float32")
+    model = _linear_model(weights, activation="softmax")
+    saliency, class_index, score = plots.saliency_map(model, image)
+    logits = image.reshape(-1) @ weights
+    assert class_index == int(np.argmax(logits))
+    expected = np.abs(weights[:, class_index].reshape(6, 5, 2)).max(axis=-1)
+    np.testing.assert_allclose(saliency, expected, rtol=1e-5)
+    probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    np.testing.assert_allclose(score, probabilities[class_index], rtol=1e-4)
+    output = keras.ops.convert_to_numpy(model(image[None]))
+    np.testing.assert_allclose(output.sum(), 1.0, rtol=1e-5)  # softmax is back
 
 
 @pytest.mark.backend
