@@ -359,6 +359,9 @@ def test_pickle_that_is_not_a_lasagne_dict_is_rejected(tmp_path):
     path.write_bytes(pickle.dumps([1, 2, 3], protocol=2))
     with pytest.raises(ConversionError, match="'param values'"):
         convert("lasagne", path, [])
+    path.write_bytes(pickle.dumps({"param values": [np.zeros(2), np.array(["W"])]}, protocol=2))
+    with pytest.raises(ConversionError, match=r"non-numeric entries at positions \[1\]"):
+        convert("lasagne", path, [])
 
 
 # --- slots -------------------------------------------------------------------------------------

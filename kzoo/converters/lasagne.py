@@ -155,8 +155,16 @@ def _as_dict(data: Any, path: Path) -> dict[str, Any]:
             f"values' list. Received: {got}"
         )
     params = data["param values"]
-    if not all(isinstance(p, np.ndarray) for p in params):
-        raise ConversionError(f"'param values' in {str(path)!r} holds non-array entries")
+    bad = [
+        i
+        for i, p in enumerate(params)
+        if not isinstance(p, np.ndarray) or not np.issubdtype(p.dtype, np.number)
+    ]
+    if bad:
+        raise ConversionError(
+            f"'param values' in {str(path)!r} must hold numeric arrays only. Received: "
+            f"non-numeric entries at positions {bad[:10]}"
+        )
     return data
 
 
