@@ -12,7 +12,6 @@ is imported, so ``keras.saving.load_model`` can reload models that use them afte
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.util
 import sys
 from typing import Any
@@ -101,12 +100,13 @@ def __dir__() -> list[str]:
     return __all__
 
 
-class _RegisterLayersAfterKeras(importlib.abc.MetaPathFinder):
+class _RegisterLayersAfterKeras:
     """Imports kzoo.layers right after Keras itself, whoever imports Keras.
 
     Written by hand because Python has no post-import hook. Keras only deserializes classes
     that are registered, so kzoo's layers must be registered before a saved model is loaded;
-    importing Keras eagerly instead would cost every ``kzoo explain`` several seconds.
+    importing Keras eagerly instead would cost every ``kzoo explain`` several seconds. (A meta
+    path finder only needs ``find_spec``; not subclassing importlib.abc keeps ``import kzoo`` light.)
     """
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None):
@@ -119,8 +119,8 @@ class _RegisterLayersAfterKeras(importlib.abc.MetaPathFinder):
         return spec
 
 
-class _ThenImportLayers(importlib.abc.Loader):
-    def __init__(self, loader: importlib.abc.Loader) -> None:
+class _ThenImportLayers:
+    def __init__(self, loader: Any) -> None:
         self._loader = loader
 
     def create_module(self, spec):
