@@ -106,7 +106,7 @@ class _RegisterLayersAfterKeras:
     Written by hand because Python has no post-import hook. Keras only deserializes classes
     that are registered, so kzoo's layers must be registered before a saved model is loaded;
     importing Keras eagerly instead would cost every ``kzoo explain`` several seconds. (A meta
-    path finder only needs ``find_spec``; not subclassing importlib.abc keeps ``import kzoo`` light.)
+    path finder only needs ``find_spec``; skipping importlib.abc keeps ``import kzoo`` light.)
     """
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None):
