@@ -27,7 +27,7 @@ from fault_server import (  # noqa: F401
     self_signed,
 )
 
-from kzoo import cache, download
+from kzoo import _http, cache, download
 from kzoo.download import fetch, fetch_cached, file_digest, verify
 from kzoo.errors import ChecksumError, DownloadError, OfflineError
 
@@ -51,7 +51,7 @@ def partials(folder: Path) -> list[Path]:
 def sleeps(monkeypatch):
     """Record the waits between retries instead of sleeping."""
     waits: list[float] = []
-    monkeypatch.setattr(download, "_sleep", waits.append)
+    monkeypatch.setattr(_http, "_sleep", waits.append)
     return waits
 
 
@@ -69,6 +69,7 @@ def test_happy_path_then_cache_hit_makes_zero_requests(fault_server, tmp_path, m
         raise AssertionError("a cache hit must not hash")
 
     monkeypatch.setattr(download, "_Sinks", no_hashing)
+    monkeypatch.setattr(_http, "_Sinks", no_hashing)
     monkeypatch.setattr(download, "file_digest", no_hashing)
     assert fetch([url], dest, **pinned()) == dest
     assert fault_server.count("/w.bin") == 1
@@ -365,7 +366,7 @@ def test_disk_full_mid_write_deletes_the_partial(fault_server, tmp_path, monkeyp
         fh.write(chunk[:10])
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(download, "_write", full_disk)
+    monkeypatch.setattr(_http, "_write", full_disk)
     dest = tmp_path / "w.bin"
     with pytest.raises(DownloadError, match=rf"disk is full.*\({len(PAYLOAD)} bytes\)"):
         fetch([url], dest, **pinned())
