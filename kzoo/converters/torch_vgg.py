@@ -111,7 +111,30 @@ def _tensor(handle: Any, key: str) -> np.ndarray:
     return as_float32(handle.get_tensor(key))
 
 
-def _dense(handle: Any, src: SourceLayer, keys: dict[str, str], channels: int | None) -> np.ndarray:
+class _Rows:
+    """``rows(a, b)`` of one tensor, reopening the file every ~64 MB read.
+
+    safetensors memory-maps the file, and the mapped pages a slice touched count as this
+    process's memory until the handle is dropped: reopening keeps the peak near the output size
+    instead of output + source (2x) while fc6's 411 MB go through.
+    """
+
+    _BUDGET = 64 << 20
+
+    def __init__(self, path: Path, key: str, row_bytes: int) -> None:
+        self.path, self.key, self.row_bytes = path, key, row_bytes
+        self.rows: Any = None
+        self.read = 0
+
+    def __call__(self, a: int, b: int) -> np.ndarray:
+        if self.rows is None or self.read > self._BUDGET:
+            self.rows, self.read = None, 0  # drop the old handle first: unmaps its pages
+            self.rows = safe_open(str(self.path), framework="np").get_slice(self.key)
+        self.read += (b - a) * self.row_bytes
+        return np.asarray(self.rows[a:b], dtype=np.float32).reshape(b - a, -1)
+
+
+def _dense(path: Path, src: SourceLayer, keys: dict[str, str], channels: int | None) -> np.ndarray:
     shape = src.shapes[0]
     out_features, in_features = shape[0], math.prod(shape[1:])
     chw = None
@@ -120,11 +143,7 @@ def _dense(handle: Any, src: SourceLayer, keys: dict[str, str], channels: int | 
     elif channels is not None:  # first Linear after the convs: flattened (C, H, W)
         side = spatial_size(in_features, channels, src.name)
         chw = (channels, side, side)
-    rows_of = handle.get_slice(keys["weight"])
-
-    def rows(a: int, b: int) -> np.ndarray:
-        return np.asarray(rows_of[a:b], dtype=np.float32).reshape(b - a, in_features)
-
+    rows = _Rows(path, keys["weight"], in_features * 4)
     return dense_kernel_from_rows(rows, out_features, in_features, chw)
 
 
@@ -185,7 +204,7 @@ def _convert(handle: Any, slots: Sequence[WeightSlot], path: Path) -> Arrays:
             pending_bias = None
             converted = [gamma, beta, mean, variance]
         else:
-            converted = [_dense(handle, src, keys, channels), _tensor(handle, keys["bias"])]
+            converted = [_dense(path, src, keys, channels), _tensor(handle, keys["bias"])]
             channels = None
         problems += shape_problems(slot, src.name, [a.shape for a in converted])
         arrays[slot.name] = converted
