@@ -378,6 +378,14 @@ def test_slots_of_lists_weight_layers_in_order_with_keras_shapes():
     assert slots[-1] == WeightSlot("predictions", "dense", ((32, 10), (10,)))
 
 
+@pytest.mark.parametrize("include_top", [True, False])
+def test_synthetic_slots_match_the_built_model(include_top):
+    for layout in (synthetic.TINY_VGG19, synthetic.TINY_VGG19_BN):
+        built = slots_of(keras_vgg(layout, include_top=include_top))
+        expected = synthetic.keras_slots(layout, include_top=include_top)
+        assert [replace(s, epsilon=None) for s in built] == expected
+
+
 def test_slots_of_rejects_layers_it_cannot_fill():
     import keras
 
