@@ -248,6 +248,15 @@ def test_caffe_length_that_runs_past_the_end_is_rejected_at_once(tmp_path):
         convert("caffe", path, [])
 
 
+def test_caffe_unpacked_floats_are_reported_not_misread(tmp_path):
+    blob = bytes([1 << 3, 1]) + bytes([5 << 3 | 5]) + b"\x00\x00\x80\x3f"  # num=1, data: 1.0
+    layer = bytes([4 << 3 | 2, 1]) + b"c" + bytes([5 << 3, 4, 6 << 3 | 2, len(blob)]) + blob
+    path = tmp_path / "unpacked.caffemodel"
+    path.write_bytes(bytes([2 << 3 | 2, len(layer)]) + layer)
+    with pytest.raises(ConversionError, match="unpacked float data"):
+        convert("caffe", path, [])
+
+
 @pytest.mark.parametrize("fmt", sorted(CONVERTERS))
 def test_empty_and_missing_files_raise_conversion_error(fmt, tmp_path):
     empty = tmp_path / "empty"
@@ -265,6 +274,22 @@ def test_safetensors_with_foreign_keys_is_rejected(tmp_path):
     save_file({"encoder.layer.0.attention.weight": np.zeros((4, 4), np.float32)}, str(path))
     with pytest.raises(ConversionError, match="not a torchvision or timm VGG"):
         convert("safetensors_vgg", path, synthetic.keras_slots(synthetic.TINY_VGG19))
+
+
+def test_whole_model_h5_reads_weights_under_model_weights(tmp_path):
+    import h5py
+
+    layout = synthetic.TINY_VGG16
+    weights = tmp_path / "weights.h5"
+    written = synthetic.write_keras_h5(weights, layout, naming="keras1")
+    saved_model = tmp_path / "model.h5"
+    with h5py.File(weights, "r") as src, h5py.File(saved_model, "w") as dst:
+        dst.attrs["model_config"] = b"{}"
+        src.copy(src["/"], dst, name="model_weights")
+        for key, value in src.attrs.items():
+            dst["model_weights"].attrs[key] = value
+    arrays = convert("keras_h5", saved_model, synthetic.keras_slots(layout))
+    np.testing.assert_array_equal(arrays["fc2"][0], written["fc2"][0])
 
 
 def test_h5_without_keras_attributes_is_rejected(tmp_path):
