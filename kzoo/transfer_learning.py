@@ -421,22 +421,27 @@ class Transfer:
 
     def _fit_cached(self, x, y, validation_data, batch_size, head_batch_size, callbacks, args, kw):
         predict_batch = max(batch_size or 32, 128)
-        features, targets = _extract(self.base, x, y, predict_batch)
+        features, targets, own_batch = _extract(self.base, x, y, predict_batch)
+        # a dataset brings its own batching: keep it, so the head gets the same updates
+        batch = head_batch_size or batch_size or own_batch or 32
         if validation_data is not None:
             vx, vy = _unpack_validation(validation_data)
-            vf, (vt, vw) = _extract(self.base, vx, vy, predict_batch)
+            vf, (vt, vw), _ = _extract(self.base, vx, vy, predict_batch)
             validation_data = (vf, vt) if vw is None else (vf, vt, vw)
         # Several steps per call keep the tiny head from being overhead-bound (the updates are
         # the same); Keras' multi-step loop fails under tf.distribute, so not there.
-        steps = 1 if self._strategy is not None else _HEAD_STEPS_PER_EXECUTION
+        steps = min(_HEAD_STEPS_PER_EXECUTION, math.ceil(len(features) / batch))
+        steps = 1 if self._strategy is not None else steps
         self._compile(self.head, self.learning_rate, steps=steps)
         self.model.stop_training = self.head.stop_training = False
         callbacks = [_OnFullModel(c, self.model) for c in callbacks]
         run = self.head.fit(
             features, targets[0], sample_weight=targets[1], validation_data=validation_data,
-            batch_size=head_batch_size or batch_size, callbacks=callbacks, **args, **kw,
+            batch_size=batch, callbacks=callbacks, **args, **kw,
         )  # fmt: skip
-        self.model.stop_training = self.head.stop_training
+        # so that clf.model.evaluate()/predict() work right after a cached phase
+        self._compile(self.model, self.learning_rate)
+        self.model.stop_training = self.head.stop_training  # compile() resets it
         return run
 
     # -- compiling ------------------------------------------------------------------------
@@ -682,23 +687,25 @@ def _unpack_validation(validation_data: Any) -> tuple[Any, Any]:
 
 
 def _extract(base: keras.Model, x: Any, y: Any, batch_size: int):
-    """Runs the base once over the data: ``(features, (targets, sample_weights))``."""
+    """Runs the base once: ``(features, (targets, sample_weights), dataset batch size)``."""
     if _is_tf_dataset(x):
         # One pass that keeps features and targets together: a dataset that reshuffles on
         # every iteration would pair them wrongly if it were iterated twice.
         features, targets, weights = [], [], []
+        batch_size = None
         for batch in x:
+            batch_size = batch_size or len(batch[0] if isinstance(batch, tuple) else batch)
             batch = batch if isinstance(batch, tuple) else (batch,)
             features.append(_float32(base.predict_on_batch(batch[0])))
             targets.append(np.asarray(batch[1]) if len(batch) > 1 else None)
             weights.append(np.asarray(batch[2]) if len(batch) > 2 else None)
         targets_all = None if targets[0] is None else np.concatenate(targets)
         weights_all = None if weights[0] is None else np.concatenate(weights)
-        return np.concatenate(features), (targets_all, weights_all)
+        return np.concatenate(features), (targets_all, weights_all), batch_size
     features = _float32(base.predict(x, batch_size=batch_size, verbose=0))
     if isinstance(y, tuple):  # (targets, sample weights) from validation_data
-        return features, (y[0], y[1] if len(y) > 1 else None)
-    return features, (y, None)
+        return features, (y[0], y[1] if len(y) > 1 else None), None
+    return features, (y, None), None
 
 
 def _float32(features: Any) -> np.ndarray:
