@@ -162,7 +162,8 @@ def input_gradient(model: Any, x: np.ndarray, class_index: int) -> np.ndarray:
         class_index: The output unit to differentiate.
 
     Returns:
-        A NumPy array shaped like ``x``.
+        A NumPy array shaped like ``x`` (each sample's own gradient: the score is summed
+        over the batch and the samples do not interact).
     """
     import keras
 
@@ -208,17 +209,29 @@ def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int) ->
 
 
 def saliency_map(
-    model: Any, image: np.ndarray, class_index: int | None = None
+    model: Any,
+    image: np.ndarray,
+    class_index: int | None = None,
+    *,
+    samples: int = 16,
+    noise: float = 0.1,
+    seed: int = 0,
 ) -> tuple[np.ndarray, int, float]:
     """Gradient saliency of one image: ``(|d score / d pixel| max over channels, class, score)``.
 
-    The score differentiated is the class's logit when the model ends in a softmax layer (a
-    saturated softmax has no useful gradient); the score returned is the model's output.
+    Raw input gradients are speckled; by default they are averaged over ``samples`` copies of
+    the image with Gaussian noise added (SmoothGrad, Smilkov et al. 2017), which keeps the
+    structure and removes the speckle. The score differentiated is the class's logit when the
+    model ends in a softmax layer (a saturated softmax has no useful gradient); the score
+    returned is the model's output for the clean image.
 
     Args:
         model: A Keras classifier with a single image input.
         image: ``(height, width, channels)`` or a batch of one, preprocessed as the model expects.
         class_index: The class to explain; the predicted class when None.
+        samples: Noisy copies to average; 1 gives the plain gradient.
+        noise: The noise's standard deviation as a fraction of the image's value range.
+        seed: Seed of the noise, so the same call draws the same map.
     """
     x = np.asarray(image, dtype=np.float32)
     if x.ndim == 3:
@@ -228,6 +241,8 @@ def saliency_map(
             "plot_saliency needs one image, (height, width, channels) or (1, height, width, "
             f"channels). Received: shape={np.shape(image)}"
         )
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1. Received: samples={samples}")
     import keras
 
     scores = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))[0]
@@ -237,8 +252,12 @@ def saliency_map(
         raise ValueError(
             f"class_index must be in [0, {scores.shape[-1]}). Received: class_index={class_index}"
         )
+    batch = np.repeat(x, samples, axis=0)
+    if samples > 1:
+        scale = noise * float(x.max() - x.min() or 1.0)
+        batch += np.random.default_rng(seed).normal(0.0, scale, batch.shape).astype(np.float32)
     with _softmax_as_logits(model):
-        gradient = input_gradient(model, x, class_index)[0]
+        gradient = input_gradient(model, batch, class_index).mean(axis=0)
     return np.abs(gradient).max(axis=-1), class_index, float(scores[class_index])
 
 
@@ -269,6 +288,8 @@ def plot_saliency(
     image: np.ndarray | str | os.PathLike,
     path: str | os.PathLike,
     class_index: int | None = None,
+    *,
+    samples: int = 16,
 ) -> Path:
     """Draw an image next to its gradient saliency map: the pixels that move the class score.
 
@@ -278,6 +299,8 @@ def plot_saliency(
             file (read with Pillow, resized to the model's input, values 0-255).
         path: Where to write the PNG.
         class_index: The class to explain; the predicted class when None.
+        samples: Noisy copies averaged by SmoothGrad (see :func:`saliency_map`); 1 draws
+            the plain gradient.
 
     Returns:
         The path written.
@@ -285,7 +308,7 @@ def plot_saliency(
     if isinstance(image, (str, os.PathLike)):
         _, height, width, channels = model.inputs[0].shape
         image = load_image(image, (height, width), channels)
-    saliency, class_index, score = saliency_map(model, image, class_index)
+    saliency, class_index, score = saliency_map(model, image, class_index, samples=samples)
     picture = np.asarray(image, dtype=np.float64).reshape((*saliency.shape, -1))
     span = picture.max() - picture.min()
     picture = (picture - picture.min()) / (span if span > 0 else 1.0)

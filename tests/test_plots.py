@@ -135,6 +135,43 @@ def test_saliency_of_a_softmax_classifier_uses_the_logit_and_restores_the_softma
 
 
 @pytest.mark.backend
+def test_smoothgrad_saliency_matches_a_numpy_reference_through_a_relu_layer():
+    rng = np.random.default_rng(2)
+    w1, b1, w2 = rng.normal(size=(60, 16)), rng.normal(size=16), rng.normal(size=(16, 3))
+    model = keras.Sequential(
+        [
+            keras.Input((6, 5, 2)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(3),
+        ]
+    )
+    model.layers[1].set_weights([w1.astype("float32"), b1.astype("float32")])
+    model.layers[2].set_weights([w2.astype("float32"), np.zeros(3, "float32")])
+    image = rng.normal(size=(6, 5, 2)).astype("float32")
+
+    def reference(samples: int) -> np.ndarray:
+        batch = np.repeat(image[None], samples, axis=0).astype(np.float32)
+        if samples > 1:
+            scale = 0.1 * float(image.max() - image.min())
+            batch += np.random.default_rng(7).normal(0.0, scale, batch.shape).astype(np.float32)
+        flat = batch.reshape(samples, -1)
+        active = (flat @ w1 + b1) > 0  # ReLU passes the gradient where its input is positive
+        gradients = (active * w2[:, 1]) @ w1.T
+        return np.abs(gradients.mean(axis=0).reshape(6, 5, 2)).max(axis=-1)
+
+    for samples in (1, 8):
+        saliency, _, _ = plots.saliency_map(model, image, 1, samples=samples, seed=7)
+        np.testing.assert_allclose(saliency, reference(samples), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(reference(1), reference(8))
+
+
+def test_saliency_rejects_zero_samples():
+    with pytest.raises(ValueError, match="Received: samples=0"):
+        plots.saliency_map(_linear_model(np.ones((60, 2))), np.zeros((6, 5, 2)), samples=0)
+
+
+@pytest.mark.backend
 def test_saliency_explains_the_predicted_class_by_default():
     weights = np.zeros((60, 3))
     weights[:10, 1] = 1.0  # only the first pixels matter, and only to class 1
