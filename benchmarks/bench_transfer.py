@@ -101,20 +101,23 @@ def main() -> None:
     print(f"frozen phase, kzoo cached features:   {cached_frozen:7.2f} s")
     print(f"frozen phase, kzoo cached, head b512: {cached_big:7.2f} s")
 
-    # 2. fine-tune throughput
+    # 2. fine-tune throughput, best of --repeats, alternating
     fine_epochs = 4
-    model, base = plain_keras_model(args.size)
-    base.trainable = True
-    model.compile(
-        keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy", metrics=["accuracy"]
-    )
-    meter = Throughput(args.images)
-    model.fit(x, y, epochs=fine_epochs, callbacks=[meter], **quiet)
-    plain_rate = meter.rate()
+    plain_rates, kzoo_rates = [], []
+    for _ in range(args.repeats):
+        model, base = plain_keras_model(args.size)
+        base.trainable = True
+        optimizer = keras.optimizers.Adam(1e-4)
+        model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
+        meter = Throughput(args.images)
+        model.fit(x, y, epochs=fine_epochs, callbacks=[meter], **quiet)
+        plain_rates.append(meter.rate())
 
-    meter = Throughput(args.images)
-    clf.fine_tune(x, y, epochs=fine_epochs, callbacks=[meter], diagnostics=False, **quiet)
-    kzoo_rate = meter.rate()
+        clf = kzoo.transfer(make_base(args.size), head=HEAD)
+        meter = Throughput(args.images)
+        clf.fine_tune(x, y, epochs=fine_epochs, callbacks=[meter], diagnostics=False, **quiet)
+        kzoo_rates.append(meter.rate())
+    plain_rate, kzoo_rate = max(plain_rates), max(kzoo_rates)
     print(f"fine-tune, plain Keras: {plain_rate:8.1f} img/s")
     print(f"fine-tune, kzoo (per-group learning rates): {kzoo_rate:8.1f} img/s")
 

@@ -240,17 +240,27 @@ class Transfer:
             fine_tune_epochs: Phase 2 epochs (0 skips it).
             unfreeze: Which part of the base phase 2 trains (see ``fine_tune``).
             **kwargs: Passed to both phases (``validation_data``, ``batch_size``,
-                ``callbacks``, ``verbose``, ``diagnostics``, other ``Model.fit`` arguments).
+                ``callbacks``, ``verbose``, ``diagnostics``, other ``Model.fit`` arguments),
+                except ``cache_features``/``head_batch_size`` (phase 1 only) and
+                ``learning_rate``/``pretrained_lr_multiplier`` (phase 2 only).
 
         Returns:
             The history of both phases, with ``phase_boundary`` set.
         """
+        frozen_only = {
+            k: kwargs.pop(k) for k in ("cache_features", "head_batch_size") if k in kwargs
+        }
+        tune_only = {
+            k: kwargs.pop(k) for k in ("learning_rate", "pretrained_lr_multiplier") if k in kwargs
+        }
         if frozen_epochs:
-            self.fit_frozen(x, y, epochs=frozen_epochs, **kwargs)
+            self.fit_frozen(x, y, epochs=frozen_epochs, **frozen_only, **kwargs)
             if self.model.stop_training:  # early stopping ends the whole run
                 return self.history
         if fine_tune_epochs:
-            self.fine_tune(x, y, epochs=fine_tune_epochs, unfreeze=unfreeze, **kwargs)
+            self.fine_tune(
+                x, y, epochs=fine_tune_epochs, unfreeze=unfreeze, **tune_only, **kwargs
+            )  # fmt: skip
         return self.history
 
     def fit_frozen(

@@ -220,12 +220,17 @@ def test_tf_datasets_are_cached_only_without_random_ops(caplog):
 def test_one_history_spans_both_phases_and_marks_the_boundary():
     clf = _transfer()
     x, y = _data()
-    history = clf.fit(x, y, frozen_epochs=2, fine_tune_epochs=3, validation_data=(x, y), **QUIET)
+    history = clf.fit(
+        x, y, frozen_epochs=2, fine_tune_epochs=3, validation_data=(x, y), cache_features=True,
+        learning_rate=2e-4, **QUIET,
+    )  # fmt: skip
     assert history is clf.history
     assert history.epoch == [0, 1, 2, 3, 4]
     assert history.phase_boundary == 2
     assert history.phases == ["frozen"] * 2 + ["fine_tune"] * 3
     assert len(history.history["val_loss"]) == 5
+    head_rate = clf.learning_rates()[clf.head.trainable_variables[0].path]
+    assert head_rate == pytest.approx(2e-4)
 
 
 def test_callbacks_see_the_full_model_while_the_head_trains_on_cached_features(tmp_path):
