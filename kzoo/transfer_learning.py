@@ -703,7 +703,7 @@ def _extract(base: keras.Model, x: Any, y: Any, batch_size: int):
         # every iteration would pair them wrongly if it were iterated twice.
         features, targets, weights = [], [], []
         batch_size = None
-        for batch in x:
+        for batch in x.as_numpy_iterator():  # numpy: every backend's predict takes it
             batch_size = batch_size or len(batch[0] if isinstance(batch, tuple) else batch)
             batch = batch if isinstance(batch, tuple) else (batch,)
             features.append(_float32(base.predict_on_batch(batch[0])))

@@ -201,6 +201,7 @@ def test_generators_are_not_cached_with_auto(caplog):
         clf.fit_frozen(batches(), epochs=1, steps_per_epoch=1, cache_features=True, **QUIET)
 
 
+@pytest.mark.backend
 def test_tf_datasets_are_cached_only_without_random_ops(caplog):
     tf = pytest.importorskip("tensorflow")
     clf = _transfer()
@@ -323,6 +324,7 @@ def _image_folder(root, classes=("cat", "dog"), per_class=6, size=20):
     return root
 
 
+@pytest.mark.backend
 def test_cli_trains_saves_a_model_that_classify_accepts(tmp_path, capsys):
     from kzoo.cli import main
 
