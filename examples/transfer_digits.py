@@ -1,18 +1,19 @@
 """Transfer learning on MNIST: features learned on digits 0-4 help learn 5-9 from a few images.
 
 1. Pre-train a small DSL network on digits 0-4 (all their training images), with the usual
-   recipe: standardised inputs, BatchNorm, dropout and light augmentation (shifts, rotations).
+   recipe: standardised inputs, dropout and light augmentation (shifts, rotations).
 2. Transfer it to digits 5-9 with only a few labelled images per class: kzoo.transfer cuts it
    before its classifier (keeping both pretrained conv blocks), trains a new head with the base
    frozen, then fine-tunes everything gently (10x and 100x lower learning rates).
 3. Train the same architecture from scratch on the same few images, for the same number of
-   epochs, at the better of the two learning rates tried (Adam at 3e-3; 1e-3 scored 1-4 points
-   lower).
+   epochs, at the better of the two learning rates tried (Adam at 3e-3; 1e-3 scored up to 2.6
+   points lower). The gain from transfer is largest with the fewest labels and shrinks as
+   they grow: by 10 images per class a tuned from-scratch model is close behind.
 Both are tested on every test image of digits 5-9, for several random draws of the few images
 (seeds); the means are compared at the end.
 
-    python examples/transfer_digits.py              # about 2 minutes on a 2-core CPU
-    python examples/transfer_digits.py --per-class 3 5 10 --seeds 5
+    python examples/transfer_digits.py              # 3, 5, 10 per class, 3 seeds: ~1.5 min
+    python examples/transfer_digits.py --per-class 3 5 --seeds 5
     python examples/transfer_digits.py --smoke      # a few seconds, for tests
 """
 
@@ -27,7 +28,10 @@ import numpy as np
 import kzoo
 from kzoo.datasets import load_mnist
 
-SPEC = "32C3+BN-MP2-64C3+BN-MP2-FC128+D0.5-FC5"
+# No BatchNorm: with +BN on both convolutions transfer scored 84.0 / 91.4 % at 5 / 10 images
+# per class, but the from-scratch baseline lost 5 points at 5 (BN on batches of a few images),
+# so BN would have won the comparison by handicapping the baseline.
+SPEC = "32C3-MP2-64C3-MP2-FC128+D0.5-FC5"
 HEAD = "FC128+D0.5-FC5"
 # MNIST's pixel mean and standard deviation (0-1 scale): inputs become roughly zero-mean, unit-var
 MEAN, STD = 0.1307, 0.3081
@@ -65,7 +69,7 @@ def pretrain(x, y, epochs: int, seed: int) -> keras.Model:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--per-class", type=int, nargs="+", default=[5, 10], help="labelled images per digit"
+        "--per-class", type=int, nargs="+", default=[3, 5, 10], help="labelled images per digit"
     )
     parser.add_argument("--seeds", type=int, default=3, help="draws of the few images to average")
     parser.add_argument("--source", default="auto", choices=("auto", "keras", "offline"))
