@@ -347,7 +347,11 @@ class Transfer:
             This phase's ``History``.
         """
         selected = self._unfreeze(unfreeze)
-        lr = learning_rate or self.fine_tune_learning_rate or self.learning_rate / 10
+        lr = next(
+            rate
+            for rate in (learning_rate, self.fine_tune_learning_rate, self.learning_rate / 10)
+            if rate is not None
+        )
         ratio = self.pretrained_lr_multiplier
         ratio = ratio if pretrained_lr_multiplier is None else pretrained_lr_multiplier
         logger.info(
