@@ -167,8 +167,12 @@ def writable_path(relpath: str, root: str | os.PathLike[str] | None = None) -> P
 
 
 def temp_name(path: Path, kind: str = "tmp") -> Path:
-    """Return a per-process temporary path beside ``path`` (``<name>.<kind>.<pid>``)."""
-    return path.with_name(f"{path.name}.{kind}.{os.getpid()}")
+    """Return a temporary path beside ``path`` owned by this process and thread.
+
+    The name is ``<name>.<kind>.<pid>.<thread id>``, so two writers never share a temp file,
+    whether or not a lock keeps them apart.
+    """
+    return path.with_name(f"{path.name}.{kind}.{os.getpid()}.{threading.get_ident()}")
 
 
 def fsync_dir(folder: Path) -> None:

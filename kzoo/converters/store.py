@@ -11,14 +11,12 @@ final path is always complete, even after a crash or with several processes writ
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from kzoo.cache import atomic_write
 from kzoo.errors import ConversionError
 
 __all__ = ["load_weights", "read_meta", "save_weights"]
@@ -30,7 +28,7 @@ def save_weights(path: Path, arrays: dict[str, list[np.ndarray]], meta: dict[str
     """Atomically write converted arrays to ``path``.
 
     Args:
-        path: The final file; its folder must exist.
+        path: The final file (its folder is created if needed).
         arrays: Arrays keyed by layer name, in ``layer.weights`` order.
         meta: Strings stored as root attributes (source hash, converter version, ...).
 
@@ -41,36 +39,15 @@ def save_weights(path: Path, arrays: dict[str, list[np.ndarray]], meta: dict[str
     bad = [name for name in arrays if not name or "/" in name or name == "."]
     if bad:
         raise ConversionError(f"layer names must be non-empty and free of '/'. Received: {bad}")
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(temp, "w") as h5:
-            h5.attrs["format"] = _FORMAT
-            h5.attrs["layer_names"] = list(arrays)
-            for key, value in meta.items():
-                h5.attrs[f"meta:{key}"] = str(value)
-            for name, weights in arrays.items():
-                group = h5.create_group(name)
-                for index, weight in enumerate(weights):
-                    group.create_dataset(str(index), data=np.asarray(weight))
-        with open(temp, "rb+") as handle:  # h5py does not fsync; do it before the rename
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not every platform can open a folder.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    with atomic_write(path) as temp, h5py.File(temp, "w") as h5:
+        h5.attrs["format"] = _FORMAT
+        h5.attrs["layer_names"] = list(arrays)
+        for key, value in meta.items():
+            h5.attrs[f"meta:{key}"] = str(value)
+        for name, weights in arrays.items():
+            group = h5.create_group(name)
+            for index, weight in enumerate(weights):
+                group.create_dataset(str(index), data=np.asarray(weight))
 
 
 def _open(path: Path) -> h5py.File:
