@@ -18,6 +18,7 @@ import time
 
 import keras
 import numpy as np
+from _throughput import Throughput
 
 import kzoo
 
@@ -44,23 +45,6 @@ def plain_keras_model(size: int) -> tuple[keras.Model, keras.Model]:
     features = base(inputs, training=False)
     head = kzoo.build(HEAD, input_shape=tuple(features.shape[1:]), prefix="head_")
     return keras.Model(inputs, head(features)), base
-
-
-class Throughput(keras.callbacks.Callback):
-    """Images per second over every epoch but the first (which compiles)."""
-
-    def __init__(self, images: int) -> None:
-        super().__init__()
-        self.images, self.times = images, []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self.start)
-
-    def rate(self) -> float:
-        return self.images * (len(self.times) - 1) / sum(self.times[1:])
 
 
 def main() -> None:

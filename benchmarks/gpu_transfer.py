@@ -22,27 +22,11 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import keras  # after choosing the backend
 import numpy as np
+from _throughput import Throughput
 
 import kzoo
 
 HEAD = "GAP-FC256-FC5"
-
-
-class Throughput(keras.callbacks.Callback):
-    """Images per second over every epoch but the first (which compiles)."""
-
-    def __init__(self, images: int) -> None:
-        super().__init__()
-        self.images, self.times = images, []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self.start)
-
-    def rate(self) -> float:
-        return self.images * (len(self.times) - 1) / sum(self.times[1:])
 
 
 def timed(fn) -> float:
