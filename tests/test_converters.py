@@ -118,6 +118,33 @@ def test_converted_model_matches_numpy_forward_in_source_layout(case, layout, tm
     assert ref.relative_error(predict(model, x), reference(x)) < 1e-5
 
 
+@pytest.mark.parametrize(
+    ("case", "layout"),
+    [
+        ("caffe-v1", synthetic.TINY_VGG19),
+        ("lasagne", synthetic.TINY_VGG19),
+        ("torchvision", synthetic.TINY_VGG19_BN),
+        ("timm", synthetic.TINY_VGG19),
+    ],
+    ids=["caffe", "lasagne", "torchvision-bn", "timm"],
+)
+def test_threaded_tiled_conversion_matches_numpy_forward(case, layout, tmp_path, monkeypatch):
+    # Full-size files take the threaded path; the tiny ones here only do when forced, with
+    # tiles and row blocks small enough to leave ragged edges in every layer.
+    from kzoo.converters import _layout
+
+    monkeypatch.setattr(_layout, "_PARALLEL_BYTES", 0)
+    monkeypatch.setattr(_layout, "_BLOCK_ROWS", 5)
+    monkeypatch.setattr(_layout, "_TILE_ROWS", 3)
+    monkeypatch.setattr(_layout, "_TILE_COLUMNS", 7)
+    monkeypatch.setattr(_layout, "_threads", lambda: 3)
+    fmt, path, reference = write_source(case, layout, tmp_path)
+    model = keras_vgg(layout)
+    assign(model, convert(fmt, path, slots_of(model)))
+    x = images(layout)
+    assert ref.relative_error(predict(model, x), reference(x)) < 1e-5
+
+
 @pytest.mark.backend
 def test_reference_catches_a_naive_fc6_transpose(tmp_path):
     # pool5 is 2x2 in the tiny layout, so (C, H, W) vs (H, W, C) flatten order matters

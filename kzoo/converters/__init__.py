@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from kzoo.converters._layout import permute_kernel
 from kzoo.errors import ConversionError
 
 __all__ = [
@@ -57,11 +58,6 @@ _KIND_OF_CLASS = {
     "Dense": "dense",
     "BatchNormalization": "batchnorm",
 }
-
-# Output columns converted per step when a big dense kernel is reordered: bounds the extra
-# memory to one chunk instead of a second copy of fc6 (411 MB in VGG); 64 columns keep the
-# strided source rows in cache during the transpose.
-_CHUNK_COLUMNS = 64
 
 
 @dataclass(frozen=True)
@@ -238,11 +234,13 @@ def as_float32(array: np.ndarray) -> np.ndarray:
 
 
 def conv_kernel(weight: np.ndarray) -> np.ndarray:
-    """Caffe/Lasagne/torch ``(out, in, h, w)`` -> Keras ``(h, w, in, out)``.
+    """Caffe/Lasagne/torch ``(out, in, h, w)`` -> Keras ``(h, w, in, out)``, float32.
 
     No spatial flip: all of them, and Keras, compute cross-correlation.
     """
-    return as_float32(weight.transpose(2, 3, 1, 0))
+    out_channels, in_channels, height, width = weight.shape
+    kernel = permute_kernel(lambda a, b: weight[a:b], out_channels, in_channels, height * width)
+    return kernel.reshape(height, width, in_channels, out_channels)
 
 
 def spatial_size(in_features: int, channels: int, source_name: str) -> int:
@@ -266,33 +264,26 @@ def dense_kernel_from_rows(
     out_features: int,
     in_features: int,
     chw: tuple[int, int, int] | None = None,
+    done: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """Build a Keras ``(in, out)`` dense kernel from a source ``(out, in)`` matrix, chunk by chunk.
+    """Build a Keras ``(in, out)`` dense kernel from a source ``(out, in)`` matrix.
 
     Args:
         rows: ``rows(start, stop)`` returns source rows ``start:stop`` as a ``(k, in)`` array
-            (a view of a memory map, a safetensors slice, a transposed Lasagne view...), so
-            the full source matrix never needs a second in-memory copy.
+            (a view of a memory map, a safetensors slice...), so the full source matrix never
+            needs a second in-memory copy. Called from worker threads.
         out_features: Number of source rows.
         in_features: Number of source columns.
         chw: When the layer follows the last convolution, ``(C, H, W)``: the source
             flattened its input in ``(C, H, W)`` order, Keras flattens ``(H, W, C)``.
+        done: Optional ``done(start, stop)``, called once rows ``start:stop`` are converted.
 
     Returns:
         The C-contiguous float32 kernel, shape ``(in_features, out_features)``.
     """
-    kernel = np.empty((in_features, out_features), dtype=np.float32)
-    for start in range(0, out_features, _CHUNK_COLUMNS):
-        stop = min(start + _CHUNK_COLUMNS, out_features)
-        block = rows(start, stop)
-        if chw is not None:
-            # reorder each row (C, H, W) -> (H, W, C) in a small cache-sized copy first: much
-            # faster than one 4-D strided transpose straight into the big kernel
-            c, h, w = chw
-            block = block.reshape(stop - start, c, h, w).transpose(0, 2, 3, 1)
-            block = np.ascontiguousarray(block).reshape(stop - start, in_features)
-        kernel[:, start:stop] = block.T
-    return kernel
+    channels, taps = (chw[0], chw[1] * chw[2]) if chw is not None else (in_features, 1)
+    kernel = permute_kernel(rows, out_features, channels, taps, done)
+    return kernel.reshape(in_features, out_features)
 
 
 def _lazy(module: str) -> Converter:

@@ -33,13 +33,14 @@ from kzoo.converters import (
     SourceLayer,
     WeightSlot,
     as_float32,
-    conv_kernel,
     dense_kernel_from_rows,
     pair_layers,
     raise_mismatches,
     shape_problems,
     spatial_size,
 )
+from kzoo.converters._layout import permute_kernel
+from kzoo.converters._mapped import map_file, populate, release
 from kzoo.errors import ConversionError
 
 __all__ = ["convert", "read_layers"]
@@ -49,7 +50,6 @@ logger = logging.getLogger("kzoo")
 _FORMAT = "caffe"
 _V1_KINDS = {4: "conv", 14: "dense"}
 _V2_KINDS = {"Convolution": "conv", "InnerProduct": "dense"}
-_PAGE = mmap.PAGESIZE
 
 
 class _Garbled(Exception):
@@ -169,59 +169,36 @@ def read_layers(buf: mmap.mmap) -> list[tuple[SourceLayer, list[tuple[np.ndarray
     return layers
 
 
-# MADV_POPULATE_READ (Linux 5.14+; Python 3.11 lacks the constant) maps a whole range in one
-# call instead of one page fault per 4 KiB page, which dominates conversion time otherwise.
-_POPULATE = getattr(mmap, "MADV_POPULATE_READ", 22 if hasattr(mmap, "MADV_DONTNEED") else None)
-
-
-def _populate(buf: mmap.mmap, start: int, stop: int) -> None:
-    if _POPULATE is None:
-        return
-    start = start // _PAGE * _PAGE
-    with contextlib.suppress(OSError, ValueError):  # older kernels: plain page faults
-        buf.madvise(_POPULATE, start, max(0, stop - start))
-
-
-def _release(buf: mmap.mmap, start: int, stop: int) -> None:
-    # Drop converted source pages from this process's memory so peak RSS stays near the output
-    # size; the pages are re-read from the page cache if touched again.
-    if not hasattr(mmap, "MADV_DONTNEED"):
-        return
-    start = start // _PAGE * _PAGE
-    with contextlib.suppress(OSError, ValueError):
-        buf.madvise(mmap.MADV_DONTNEED, start, max(0, stop - start))
-
-
 def _convert_layer(
     buf: mmap.mmap, src: SourceLayer, blobs: list, slot: WeightSlot, chw_channels: int | None
 ) -> list[np.ndarray]:
     (weight, offset), *rest = blobs
     # Legacy blobs are 4-D: biases (1, 1, 1, out), fc weights (1, 1, out, in)
     bias = [as_float32(b.reshape(-1)) for b, _ in rest]
+    if src.kind == "conv" and weight.ndim != 4:
+        raise ConversionError(f"Caffe conv {src.name!r} weight is not 4-D: {weight.shape}")
+    if src.kind == "dense" and weight.ndim == 4 and weight.shape[:2] == (1, 1):
+        weight = weight.reshape(weight.shape[2:])
+    out_features, in_features = weight.shape[0], math.prod(weight.shape[1:])
+    matrix = weight.reshape(out_features, in_features)
+    row_bytes = in_features * weight.itemsize
+
+    def rows(a: int, b: int) -> np.ndarray:
+        populate(buf, offset + a * row_bytes, offset + b * row_bytes)
+        return matrix[a:b]
+
+    def done(a: int, b: int) -> None:
+        release(buf, offset + a * row_bytes, offset + b * row_bytes)
+
     if src.kind == "conv":
-        _populate(buf, offset, offset + weight.nbytes)
-        if weight.ndim != 4:
-            raise ConversionError(f"Caffe conv {src.name!r} weight is not 4-D: {weight.shape}")
-        arrays = [conv_kernel(weight), *bias]
-    else:
-        if weight.ndim == 4 and weight.shape[:2] == (1, 1):
-            weight = weight.reshape(weight.shape[2:])
-        out_features, in_features = weight.shape[0], math.prod(weight.shape[1:])
-        matrix = weight.reshape(out_features, in_features)
-        chw = None
-        if chw_channels is not None:
-            side = spatial_size(in_features, chw_channels, src.name)
-            chw = (chw_channels, side, side)
-        row_bytes = in_features * weight.itemsize
-
-        def rows(a: int, b: int) -> np.ndarray:
-            _release(buf, offset, offset + a * row_bytes)  # rows before a are done
-            _populate(buf, offset + a * row_bytes, offset + b * row_bytes)
-            return matrix[a:b]
-
-        arrays = [dense_kernel_from_rows(rows, out_features, in_features, chw), *bias]
-    _release(buf, offset, offset + weight.nbytes)
-    return arrays
+        _, in_channels, height, width = weight.shape
+        kernel = permute_kernel(rows, out_features, in_channels, height * width, done)
+        return [kernel.reshape(height, width, in_channels, out_features), *bias]
+    chw = None
+    if chw_channels is not None:
+        side = spatial_size(in_features, chw_channels, src.name)
+        chw = (chw_channels, side, side)
+    return [dense_kernel_from_rows(rows, out_features, in_features, chw, done), *bias]
 
 
 def convert(path: Path, slots: Sequence[WeightSlot]) -> Arrays:
@@ -230,11 +207,7 @@ def convert(path: Path, slots: Sequence[WeightSlot]) -> Arrays:
     Raises:
         ConversionError: The file is truncated, garbled or does not fit the slots.
     """
-    try:
-        with open(path, "rb") as handle:
-            buf = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-    except (OSError, ValueError) as error:  # ValueError: an empty file cannot be mapped
-        raise ConversionError(f"cannot read Caffe weights {str(path)!r}: {error}") from error
+    buf = map_file(path, "Caffe weights")
     try:
         return _convert(buf, slots, path)
     except _Garbled as error:

@@ -23,6 +23,7 @@ are read a slice of rows at a time, so they are never held twice in memory.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -38,13 +39,14 @@ from kzoo.converters import (
     SourceLayer,
     WeightSlot,
     as_float32,
-    conv_kernel,
     dense_kernel_from_rows,
     pair_layers,
     raise_mismatches,
     shape_problems,
     spatial_size,
 )
+from kzoo.converters._layout import permute_kernel
+from kzoo.converters._mapped import map_file, populate, release
 from kzoo.errors import ConversionError
 
 __all__ = ["convert", "read_layers"]
@@ -56,6 +58,7 @@ _SECTIONS = {"features": 0, "classifier": 1, "pre_logits.fc1": 1, "pre_logits.fc
 _PREFIX = re.compile(r"^(features|classifier)\.(\d+)$|^(pre_logits\.fc[12]|head\.fc)$")
 _BN_KEYS = ("weight", "bias", "running_mean", "running_var")
 TORCH_BN_EPSILON = 1e-5
+_NUMPY_DTYPES = {"F32": "<f4", "F16": "<f2", "F64": "<f8"}
 
 
 def _order(prefix: str) -> tuple[int, int]:
@@ -111,40 +114,71 @@ def _tensor(handle: Any, key: str) -> np.ndarray:
     return as_float32(handle.get_tensor(key))
 
 
-class _Rows:
-    """``rows(a, b)`` of one tensor, reopening the file every ~64 MB read.
+class _MappedWeights:
+    """The file's big weights, read as views of a memory map of the file.
 
-    safetensors memory-maps the file, and the mapped pages a slice touched count as this
-    process's memory until the handle is dropped: reopening keeps the peak near the output size
-    instead of output + source (2x) while fc6's 411 MB go through.
+    The safetensors numpy API copies every slice out of its own map while holding the GIL,
+    which serialises the threaded conversion; the layout it has just validated is simple (an
+    8-byte header length, a JSON header with each tensor's byte range, then the data), so the
+    weights are mapped here and converted in place, a block of rows at a time.
     """
 
-    _BUDGET = 64 << 20
+    def __init__(self, path: Path) -> None:
+        with open(path, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            self.header = json.loads(handle.read(size))
+        self.start = 8 + size
+        self.buf = map_file(path, "safetensors weights")
 
-    def __init__(self, path: Path, key: str, row_bytes: int) -> None:
-        self.path, self.key, self.row_bytes = path, key, row_bytes
-        self.rows: Any = None
-        self.read = 0
+    def kernel(self, key: str, taps: int | None = None, chw: Any = None) -> np.ndarray:
+        """Convert tensor ``key`` (``(out, in, ...)``) to Keras order.
 
-    def __call__(self, a: int, b: int) -> np.ndarray:
-        if self.rows is None or self.read > self._BUDGET:
-            self.rows, self.read = None, 0  # drop the old handle first: unmaps its pages
-            self.rows = safe_open(str(self.path), framework="np").get_slice(self.key)
-        self.read += (b - a) * self.row_bytes
-        return np.asarray(self.rows[a:b], dtype=np.float32).reshape(b - a, -1)
+        Args:
+            key: The tensor's key.
+            taps: For a conv kernel, ``kh * kw`` (returns ``(kh, kw, in, out)``).
+            chw: For a dense kernel after the convs, the ``(C, H, W)`` its input flattened.
+
+        Returns:
+            A float32 conv kernel ``(kh, kw, in, out)`` or dense kernel ``(in, out)``.
+        """
+        entry = self.header[key]
+        dtype = _NUMPY_DTYPES.get(entry["dtype"])
+        if dtype is None:
+            raise ConversionError(
+                f"tensor {key!r} is {entry['dtype']}; kzoo reads F32, F16 and F64 safetensors. "
+                "Convert the file to float32 first."
+            )
+        shape = tuple(entry["shape"])
+        offset = self.start + entry["data_offsets"][0]
+        out_features, in_features = shape[0], math.prod(shape[1:])
+        matrix = np.frombuffer(
+            self.buf, dtype=dtype, count=out_features * in_features, offset=offset
+        ).reshape(out_features, in_features)
+        row_bytes = matrix.strides[0]
+
+        def rows(a: int, b: int) -> np.ndarray:
+            populate(self.buf, offset + a * row_bytes, offset + b * row_bytes)
+            return matrix[a:b]
+
+        def done(a: int, b: int) -> None:
+            release(self.buf, offset + a * row_bytes, offset + b * row_bytes)
+
+        if taps is not None:
+            kernel = permute_kernel(rows, out_features, shape[1], taps, done)
+            return kernel.reshape(*shape[2:], shape[1], out_features)
+        return dense_kernel_from_rows(rows, out_features, in_features, chw, done)
 
 
-def _dense(path: Path, src: SourceLayer, keys: dict[str, str], channels: int | None) -> np.ndarray:
+def _dense_chw(src: SourceLayer, channels: int | None) -> tuple[int, ...] | None:
+    """The ``(C, H, W)`` order a dense layer's input was flattened in, if it follows the convs."""
     shape = src.shapes[0]
-    out_features, in_features = shape[0], math.prod(shape[1:])
-    chw = None
     if len(shape) == 4 and shape[2:] != (1, 1):  # timm fc1: a conv over the whole feature map
-        chw = shape[1:]
-    elif channels is not None:  # first Linear after the convs: flattened (C, H, W)
+        return shape[1:]
+    if channels is not None:  # first Linear after the convs: flattened (C, H, W)
+        in_features = math.prod(shape[1:])
         side = spatial_size(in_features, channels, src.name)
-        chw = (channels, side, side)
-    rows = _Rows(path, keys["weight"], in_features * 4)
-    return dense_kernel_from_rows(rows, out_features, in_features, chw)
+        return (channels, side, side)
+    return None
 
 
 def convert(path: Path, slots: Sequence[WeightSlot]) -> Arrays:
@@ -156,8 +190,8 @@ def convert(path: Path, slots: Sequence[WeightSlot]) -> Arrays:
     """
     try:
         with safe_open(str(path), framework="np") as handle:
-            return _convert(handle, slots, path)
-    except (SafetensorError, OSError, ValueError, TypeError) as error:
+            return _convert(handle, _MappedWeights(path), slots, path)
+    except (SafetensorError, OSError, ValueError, TypeError, KeyError) as error:
         if isinstance(error, ConversionError):
             raise
         raise ConversionError(
@@ -166,7 +200,9 @@ def convert(path: Path, slots: Sequence[WeightSlot]) -> Arrays:
         ) from error
 
 
-def _convert(handle: Any, slots: Sequence[WeightSlot], path: Path) -> Arrays:
+def _convert(
+    handle: Any, weights: _MappedWeights, slots: Sequence[WeightSlot], path: Path
+) -> Arrays:
     layers = read_layers(handle)
     pairs = pair_layers([src for src, _ in layers], slots, _FORMAT)
     arrays: Arrays = {}
@@ -177,7 +213,7 @@ def _convert(handle: Any, slots: Sequence[WeightSlot], path: Path) -> Arrays:
         src, keys = layers[index]
         if src.kind == "conv":
             kernel, bias = (
-                conv_kernel(handle.get_tensor(keys["weight"])),
+                weights.kernel(keys["weight"], taps=math.prod(src.shapes[0][2:])),
                 _tensor(handle, keys["bias"]),
             )
             channels = src.shapes[0][0]
@@ -204,7 +240,8 @@ def _convert(handle: Any, slots: Sequence[WeightSlot], path: Path) -> Arrays:
             pending_bias = None
             converted = [gamma, beta, mean, variance]
         else:
-            converted = [_dense(path, src, keys, channels), _tensor(handle, keys["bias"])]
+            chw = _dense_chw(src, channels)
+            converted = [weights.kernel(keys["weight"], chw=chw), _tensor(handle, keys["bias"])]
             channels = None
         problems += shape_problems(slot, src.name, [a.shape for a in converted])
         arrays[slot.name] = converted
