@@ -135,11 +135,21 @@ def test_same_size_corrupted_body_raises_checksum_error_and_deletes_it(fault_ser
     corrupted = bytearray(PAYLOAD)
     corrupted[HALF] ^= 0xFF
     message = str(info.value)
-    assert f"md5: expected {MD5}, got {hashlib.md5(corrupted).hexdigest()}" in message
     assert f"sha256: expected {SHA256}, got {hashlib.sha256(corrupted).hexdigest()}" in message
+    assert "md5" not in message  # the strongest pinned hash alone is computed
     assert url in message
     assert not dest.exists() and partials(tmp_path) == []
     assert fault_server.count("/w.bin") == 1  # wrong bytes are not retried from the same URL
+
+
+def test_download_checks_the_strongest_pin_and_verify_checks_them_all(fault_server, tmp_path):
+    url = fault_server.add("/w.bin", PAYLOAD)
+    dest = tmp_path / "w.bin"
+    wrong_md5 = "0" * 32  # a manifest typo in the weaker hash
+    fetch([url], dest, **pinned(hashes={"md5": wrong_md5, "sha256": SHA256}))
+    assert dest.read_bytes() == PAYLOAD
+    with pytest.raises(ChecksumError, match=f"md5: expected {wrong_md5}, got {MD5}"):
+        verify(dest, {"md5": wrong_md5, "sha256": SHA256})
 
 
 def test_corrupt_mirror_falls_through_to_a_good_one(fault_server, tmp_path):
@@ -422,7 +432,7 @@ def test_file_url_and_plain_path_are_copied_and_verified(tmp_path):
     assert by_url.read_bytes() == by_path.read_bytes() == PAYLOAD
 
     source.write_bytes(PAYLOAD[:-1] + b"!")
-    with pytest.raises(ChecksumError, match="md5: expected"):
+    with pytest.raises(ChecksumError, match="sha256: expected"):
         fetch([source.as_uri()], tmp_path / "c" / "w.bin", **pinned())
     assert not (tmp_path / "c" / "w.bin").exists()
 
