@@ -406,6 +406,41 @@ def test_codecs_encode_is_admitted_only_for_latin1(tmp_path):
         convert("lasagne", path, [])
 
 
+def test_pickled_object_arrays_are_refused(tmp_path):
+    # an object array's "data" is a list of pickled objects, not raw bytes
+    path = tmp_path / "objects.pkl"
+    path.write_bytes(pickle.dumps({"param values": [np.array([1, "x"], dtype=object)]}, 2))
+    with pytest.raises(UnsafePickleError, match="Python objects"):
+        convert("lasagne", path, [])
+
+
+def test_large_pickled_arrays_are_views_of_the_file_not_copies(tmp_path):
+    from kzoo.converters._mapped import offset_of
+    from kzoo.converters._safe_pickle import load_mapped
+
+    path = tmp_path / "vgg19.pkl"
+    layout = replace(synthetic.TINY_VGG19, fc=(160, 160, 10))  # fc2: 100 KB
+    written = synthetic.write_lasagne(path, layout)["param values"]
+    data, buf = load_mapped(path)
+    params = data[b"param values"]
+    big = [i for i, p in enumerate(written) if p.nbytes >= 1 << 16]
+    assert big
+    for i in big:
+        assert offset_of(buf, params[i]) is not None
+        np.testing.assert_array_equal(params[i], written[i])
+    assert all(offset_of(buf, p) is None for p in params if p.nbytes < 1 << 16)
+
+
+def test_truncated_pickles_raise_conversion_error(tmp_path):
+    path = tmp_path / "vgg19.pkl"
+    synthetic.write_lasagne(path, synthetic.TINY_VGG19)
+    whole = path.read_bytes()
+    for cut in (1, 100, len(whole) // 2, len(whole) - 1):
+        path.write_bytes(whole[:cut])
+        with pytest.raises(ConversionError, match=r"truncated|damaged"):
+            convert("lasagne", path, synthetic.keras_slots(synthetic.TINY_VGG19))
+
+
 def test_pickle_that_is_not_a_lasagne_dict_is_rejected(tmp_path):
     path = tmp_path / "list.pkl"
     path.write_bytes(pickle.dumps([1, 2, 3], protocol=2))
