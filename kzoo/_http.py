@@ -2,9 +2,10 @@
 
 The internals behind :func:`kzoo.download.fetch`, which decides what to fetch, where from and
 where the result goes. A :class:`_Transfer` streams one source (an HTTP(S) URL or a local file)
-into the calling process's partial file while background threads hash the bytes and flush them
-to disk; it resumes with HTTP Range, retries transient failures with exponential backoff
-(honouring ``Retry-After``), and raises :class:`_GiveUp` when the source will not work.
+into the calling process's partial file while background threads (:mod:`kzoo._hash_sinks`)
+hash the bytes and flush them to disk; it resumes with HTTP Range, retries transient failures
+with exponential backoff (honouring ``Retry-After``), and raises :class:`_GiveUp` when the
+source will not work.
 """
 
 from __future__ import annotations
@@ -13,12 +14,9 @@ import contextlib
 import dataclasses
 import email.utils
 import errno
-import hashlib
 import logging
 import os
-import queue
 import shutil
-import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -27,6 +25,7 @@ import requests
 import urllib3
 from tqdm.auto import tqdm
 
+from kzoo._hash_sinks import _Sinks
 from kzoo.errors import ChecksumError, DownloadError
 
 log = logging.getLogger("kzoo")
@@ -45,81 +44,6 @@ class _Retry(Exception):
 
 class _GiveUp(Exception):
     """This URL will not work (4xx, TLS, missing file, retries spent): try the next mirror."""
-
-
-def _new_hash(algorithm: str):
-    # These hashes check integrity, not secrets: this keeps md5 usable on FIPS-mode systems.
-    return hashlib.new(algorithm, usedforsecurity=False)
-
-
-class _Sinks:
-    """Hash a stream with several algorithms, and flush it to disk, in background threads.
-
-    hashlib releases the GIL on large buffers, so md5 and sha256 run beside the network read
-    instead of after it and the file is never read back. The flusher calls fdatasync every
-    FLUSH bytes so the disk writes overlap the download and the final fsync is short.
-    """
-
-    def __init__(self, algorithms: Iterable[str], fd: int | None = None) -> None:
-        self._hashes = {name: _new_hash(name) for name in algorithms}
-        consumers = [h.update for h in self._hashes.values()]
-        if fd is not None:
-            consumers.append(_Flusher(fd))
-        self._errors: list[BaseException] = []
-        self._queues: list[queue.Queue[bytes | None]] = []
-        self._threads: list[threading.Thread] = []
-        for consume in consumers:
-            q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
-            thread = threading.Thread(target=self._run, args=(consume, q), daemon=True)
-            thread.start()
-            self._queues.append(q)
-            self._threads.append(thread)
-
-    def _run(self, consume, q: queue.Queue[bytes | None]) -> None:
-        failed = False
-        while (chunk := q.get()) is not None:
-            if failed:
-                continue  # keep draining so the producer never blocks on a full queue
-            try:
-                consume(chunk)
-            except BaseException as exc:
-                self._errors.append(exc)
-                failed = True
-
-    def update(self, chunk: bytes) -> None:
-        for q in self._queues:
-            q.put(chunk)
-
-    def close(self) -> None:
-        for q in self._queues:
-            q.put(None)
-        for thread in self._threads:
-            thread.join()
-        self._queues, self._threads = [], []
-
-    def digests(self) -> dict[str, str]:
-        self.close()
-        if self._errors:
-            raise self._errors[0]
-        return {name: f"{name}:{h.hexdigest()}" for name, h in self._hashes.items()}
-
-
-FLUSH = 64 << 20
-_datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
-
-
-class _Flusher:
-    """Start the disk writes of every FLUSH bytes early (called with chunks already written)."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd, self.pending = fd, 0
-
-    def __call__(self, chunk: bytes) -> None:
-        self.pending += len(chunk)
-        if self.pending >= FLUSH:
-            self.pending = 0
-            with contextlib.suppress(OSError):  # the final fsync reports real errors
-                _datasync(self.fd)
 
 
 def _check(path: Path, size: int | None, pins: Mapping[str, str], seen: Mapping[str, str]) -> None:

@@ -34,7 +34,8 @@ import requests
 from tqdm.auto import tqdm
 
 from kzoo import cache
-from kzoo._http import CHUNK, _check, _GiveUp, _new_hash, _Sinks, _Transfer
+from kzoo._hash_sinks import _new_hash, _Sinks
+from kzoo._http import CHUNK, _check, _GiveUp, _Transfer
 from kzoo.errors import ChecksumError, DownloadError, KzooError, OfflineError
 
 __all__ = ["fetch", "fetch_cached", "file_digest", "is_offline", "verify"]
