@@ -78,9 +78,11 @@ def _fit_cached(
         vf, (vt, vw), _ = _extract(clf.base, vx, vy, predict_batch)
         validation_data = (vf, vt) if vw is None else (vf, vt, vw)
     # Several steps per call keep the tiny head from being overhead-bound (the updates are
-    # the same); Keras' multi-step loop fails under tf.distribute, so not there.
+    # the same); Keras' multi-step loop fails under tf.distribute, and its torch trainer
+    # refuses steps_per_execution > 1, so one step per call there.
     steps = min(_HEAD_STEPS_PER_EXECUTION, math.ceil(len(features) / batch))
-    steps = 1 if clf._strategy is not None else steps
+    if clf._strategy is not None or keras.backend.backend() == "torch":
+        steps = 1
     clf._compile(clf.head, clf.learning_rate, steps=steps)
     clf.model.stop_training = clf.head.stop_training = False
     callbacks = [_OnFullModel(c, clf.model) for c in callbacks]
