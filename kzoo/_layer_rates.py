@@ -42,11 +42,16 @@ def _scale_learning_rates(optimizer: keras.optimizers.Optimizer, multipliers: di
     (the multipliers are a training-time setting and are not saved).
     """
     if keras.backend.backend() not in ("tensorflow", "jax"):
+        # Keras' torch optimizers (SGD, Adam, AdamW, RMSprop, ...) update every variable in
+        # one fused step that never calls update_step, so there is no per-variable hook.
         logger.warning(
-            "per-layer learning rates need the TensorFlow or JAX backend; on %s every layer "
-            "trains at %s",
+            "per-layer learning rates need the TensorFlow or JAX backend: Keras' %s "
+            "optimizers update all variables in one fused step. Every layer trains at %s; "
+            "pass pretrained_lr_multiplier=1.0 to silence this, or use "
+            "KERAS_BACKEND=tensorflow or jax. Received: pretrained_lr_multiplier=%s",
             keras.backend.backend(),
             optimizer.get_config()["learning_rate"],
+            ", ".join(sorted({f"{m:g}" for m in multipliers.values() if m != 1.0})),
         )
         return
     plain_update = optimizer.update_step

@@ -152,13 +152,35 @@ def _one_sgd_step(multiplier: float) -> tuple[dict, dict]:
     return {k: after[k] - before[k] for k in before if "moving" not in k}, before
 
 
+TORCH_HAS_NO_PER_VARIABLE_RATES = (
+    "Keras' torch optimizers update all variables in one fused step that bypasses "
+    "update_step, so per-layer learning rates fall back to one rate (docs/transfer.md)"
+)
+
+
 @pytest.mark.backend
+@pytest.mark.skipif(keras.backend.backend() == "torch", reason=TORCH_HAS_NO_PER_VARIABLE_RATES)
 def test_pretrained_layers_move_by_exactly_the_multiplier_under_sgd():
     scaled, _ = _one_sgd_step(0.1)
     plain, _ = _one_sgd_step(1.0)
     for key in plain:
         factor = 1.0 if key.startswith("head_") else 0.1
         np.testing.assert_allclose(scaled[key], factor * plain[key], rtol=1e-3, atol=1e-6)
+    assert any(np.abs(plain[k]).max() > 0 for k in plain if not k.startswith("head_"))
+
+
+@pytest.mark.backend
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch", reason="the one-rate fallback is torch's alone"
+)
+def test_torch_trains_every_layer_at_one_rate_and_says_so(caplog):
+    with caplog.at_level(logging.WARNING, logger="kzoo"):
+        scaled, _ = _one_sgd_step(0.1)
+    assert "per-layer learning rates need the TensorFlow or JAX backend" in caplog.text
+    assert "Received: pretrained_lr_multiplier=0.1" in caplog.text
+    plain, _ = _one_sgd_step(1.0)
+    for key in plain:  # the multiplier is ignored: pretrained layers move as far as at 1.0
+        np.testing.assert_allclose(scaled[key], plain[key], rtol=1e-5, atol=1e-7)
     assert any(np.abs(plain[k]).max() > 0 for k in plain if not k.startswith("head_"))
 
 
