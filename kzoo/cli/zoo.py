@@ -98,8 +98,8 @@ def _models(args: argparse.Namespace) -> int:
 
 def _sources(args: argparse.Namespace, required: bool):
     """The (source, variant) pairs a weights command acts on."""
+    from kzoo._zoo_names import resolve
     from kzoo.manifest import load_manifest
-    from kzoo.zoo import resolve
 
     man = load_manifest(args.manifest)
     if args.name is None:
@@ -267,7 +267,7 @@ def _classify(args: argparse.Namespace) -> int:
 def _classifier(args: argparse.Namespace):
     """The model and its ``(wnid, name)`` class list (None when unknown)."""
     import kzoo
-    from kzoo.zoo import class_names
+    from kzoo._zoo_names import class_names
 
     labels = _read_labels(Path(args.labels)) if args.labels else None
     if args.model.endswith(".keras") or os.path.sep in args.model:
