@@ -8,9 +8,14 @@ subprocess so peak RSS belongs to that step alone:
 - ``convert``: ``kzoo.converters.convert(fmt, path, slots)`` for the full model,
 - ``convert+store``: convert, then write the converted-weights cache file (atomic, fsynced).
 
-Run: ``python benchmarks/bench_convert.py [--formats caffe,lasagne] [--dir /big/tmp]``.
-Needs about 1.2 GB of free disk and 2 GB of memory; files are deleted at the end.
-Targets: convert time <= 2x read time, peak RSS <= 2x the weights' size.
+Then, untimed, a full-size correctness check: the converted weights go into kzoo's VGG-19 and
+its output for one image is compared with an independent NumPy forward pass that runs the
+written arrays in the source's own layout (NCHW, its own flatten order; ``tests/
+numpy_reference.py``), as the unit tests do at small widths.
+
+Run: ``python benchmarks/bench_convert.py [--formats caffe,lasagne] [--dir /big/tmp]
+[--no-check]``. Needs about 1.2 GB of free disk and 4 GB of memory; files are deleted at the
+end. Targets: convert time <= 2x read time, peak RSS <= 2x the weights' size.
 """
 
 from __future__ import annotations
@@ -26,8 +31,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from kzoo import synthetic
 from kzoo.synthetic import VGG19, keras_slots
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import numpy_reference as ref  # the tests' independent forward passes
 
 FORMATS = {
     # name: (converter format, file name, writer)
@@ -45,6 +55,42 @@ FORMATS = {
         lambda p: synthetic.write_safetensors(p, VGG19, keys="timm"),
     ),
 }
+
+
+BLOCKS = VGG19.convs_per_block
+SPEC = "-".join(
+    [f"{w}C3x{n}-MP2" for n, w in zip(BLOCKS, VGG19.widths, strict=True)]
+    + [f"FC{w}" for w in VGG19.fc]
+)
+
+
+def _nchw(x: np.ndarray) -> np.ndarray:
+    return x.transpose(0, 3, 1, 2)
+
+
+REFERENCES = {
+    # name: forward pass of the written arrays, in the source's own layout
+    "keras_h5": lambda w, x: ref.keras_forward(w, BLOCKS, x),
+    "caffe": lambda w, x: ref.caffe_forward(w, BLOCKS, _nchw(x)),
+    "lasagne": lambda w, x: ref.lasagne_forward(w["param values"], BLOCKS, _nchw(x)),
+    "safetensors_vgg": lambda w, x: ref.torchvision_forward(w, BLOCKS, _nchw(x)),
+    "safetensors_vgg_timm": lambda w, x: ref.timm_forward(w, BLOCKS, _nchw(x)),
+}
+
+
+def _check(name: str, path: Path, written: object) -> float:
+    """Relative error of the converted full-size model against the NumPy reference."""
+    import keras
+
+    import kzoo
+    from kzoo.converters import convert, slots_of
+    from kzoo.converters.assign import assign
+
+    model = kzoo.build(SPEC, input_shape=(224, 224, 3), head="linear")
+    assign(model, convert(FORMATS[name][0], path, slots_of(model)))
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)
+    got = keras.ops.convert_to_numpy(model(x, training=False))
+    return ref.relative_error(got, REFERENCES[name](written, x))
 
 
 def _peak_rss_bytes() -> int:
@@ -111,11 +157,10 @@ def _run_child(step: str, fmt: str, path: Path, repeat: int) -> dict[str, float]
     return {**best, "peak_rss": max(r["peak_rss"] for r in runs)}
 
 
-def _write(name: str, folder: Path) -> Path:
+def _write(name: str, folder: Path) -> tuple[Path, object]:
     _, file_name, writer = FORMATS[name]
     path = folder / file_name
-    writer(path)  # returns the arrays it wrote: dropped at once
-    return path
+    return path, writer(path)  # the arrays it wrote, in the source's layout
 
 
 def main() -> None:
@@ -123,6 +168,7 @@ def main() -> None:
     parser.add_argument("--formats", default=",".join(FORMATS))
     parser.add_argument("--dir", default=None, help="folder for the temp files")
     parser.add_argument("--repeat", type=int, default=3, help="fresh processes per step")
+    parser.add_argument("--no-check", action="store_true", help="skip the correctness check")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -137,13 +183,15 @@ def main() -> None:
         for name in args.formats.split(","):
             fmt = FORMATS[name][0]
             start = time.perf_counter()
-            path = _write(name, folder)
+            path, arrays = _write(name, folder)
             written = time.perf_counter() - start
             size_mb = path.stat().st_size / 2**20
             read = _run_child("read", fmt, path, args.repeat)
             conv = _run_child("convert", fmt, path, args.repeat)
             store = _run_child("convert+store", fmt, path, args.repeat)
-            rows.append((name, size_mb, written, read, conv, store))
+            error = None if args.no_check else _check(name, path, arrays)
+            del arrays
+            rows.append((name, size_mb, written, read, conv, store, error))
             for leftover in folder.iterdir():
                 leftover.unlink()
             print(
@@ -157,12 +205,16 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
     print(f"\nweights: {weights_mb:.0f} MiB of float32; targets: time <= 2.0x read, RSS <= 2.0x")
-    print(f"{'format':22s} {'convert/read':>13s} {'store/read':>11s} {'RSS/weights':>12s}")
-    for name, _, _, read, conv, store in rows:
+    print(
+        f"{'format':22s} {'convert/read':>13s} {'store/read':>11s} {'RSS/weights':>12s} "
+        f"{'vs NumPy reference':>19s}"
+    )
+    for name, _, _, read, conv, store, error in rows:
         rss = max(conv["peak_rss"], store["peak_rss"]) / 2**20 / weights_mb
+        check = "not run" if error is None else f"{error:.1e} rel"
         print(
             f"{name:22s} {conv['seconds'] / read['seconds']:12.2f}x "
-            f"{store['seconds'] / read['seconds']:10.2f}x {rss:11.2f}x"
+            f"{store['seconds'] / read['seconds']:10.2f}x {rss:11.2f}x {check:>19s}"
         )
 
 

@@ -21,7 +21,9 @@ def conv_nchw(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, pad: int) -> 
     kh, kw = weight.shape[2:]
     padded = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     windows = sliding_window_view(padded, (kh, kw), axis=(2, 3))  # (N, C, H', W', kh, kw)
-    return np.einsum("nchwij,ocij->nohw", windows, weight) + bias[None, :, None, None]
+    return (
+        np.einsum("nchwij,ocij->nohw", windows, weight, optimize=True) + bias[None, :, None, None]
+    )
 
 
 def conv_nhwc(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, pad: int) -> np.ndarray:
@@ -29,7 +31,7 @@ def conv_nhwc(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, pad: int) -> 
     kh, kw = kernel.shape[:2]
     padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     windows = sliding_window_view(padded, (kh, kw), axis=(1, 2))  # (N, H', W', C, kh, kw)
-    return np.einsum("nhwcij,ijco->nhwo", windows, kernel) + bias
+    return np.einsum("nhwcij,ijco->nhwo", windows, kernel, optimize=True) + bias
 
 
 def max_pool_nchw(x: np.ndarray) -> np.ndarray:
