@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import mmap
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from kzoo.errors import ConversionError
 
-__all__ = ["map_file", "offset_of", "populate", "release"]
+__all__ = ["map_file", "offset_of", "populate", "release", "row_access"]
 
 _PAGE = mmap.PAGESIZE
 # MADV_POPULATE_READ is Linux 5.14+, and Python 3.11's mmap lacks the constant.
@@ -67,3 +68,23 @@ def offset_of(buf: mmap.mmap, array: np.ndarray) -> int | None:
     base = np.frombuffer(buf, dtype=np.uint8).ctypes.data
     offset = array.ctypes.data - base
     return offset if offset >= 0 and offset + array.nbytes <= len(buf) else None
+
+
+def row_access(
+    buf: mmap.mmap, matrix: np.ndarray, offset: int
+) -> tuple[Callable[[int, int], np.ndarray], Callable[[int, int], None]]:
+    """``rows(a, b)`` and ``done(a, b)`` for a C-contiguous matrix viewed at ``offset`` of ``buf``.
+
+    ``rows`` maps the bytes of rows ``a:b`` and returns them; ``done`` drops them again. Both
+    are thread-safe, as :func:`kzoo.converters._layout.permute_kernel` needs.
+    """
+    row_bytes = matrix.strides[0]
+
+    def rows(a: int, b: int) -> np.ndarray:
+        populate(buf, offset + a * row_bytes, offset + b * row_bytes)
+        return matrix[a:b]
+
+    def done(a: int, b: int) -> None:
+        release(buf, offset + a * row_bytes, offset + b * row_bytes)
+
+    return rows, done

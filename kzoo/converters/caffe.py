@@ -40,7 +40,7 @@ from kzoo.converters import (
     spatial_size,
 )
 from kzoo.converters._layout import permute_kernel
-from kzoo.converters._mapped import map_file, populate, release
+from kzoo.converters._mapped import map_file, row_access
 from kzoo.errors import ConversionError
 
 __all__ = ["convert", "read_layers"]
@@ -180,15 +180,7 @@ def _convert_layer(
     if src.kind == "dense" and weight.ndim == 4 and weight.shape[:2] == (1, 1):
         weight = weight.reshape(weight.shape[2:])
     out_features, in_features = weight.shape[0], math.prod(weight.shape[1:])
-    matrix = weight.reshape(out_features, in_features)
-    row_bytes = in_features * weight.itemsize
-
-    def rows(a: int, b: int) -> np.ndarray:
-        populate(buf, offset + a * row_bytes, offset + b * row_bytes)
-        return matrix[a:b]
-
-    def done(a: int, b: int) -> None:
-        release(buf, offset + a * row_bytes, offset + b * row_bytes)
+    rows, done = row_access(buf, weight.reshape(out_features, in_features), offset)
 
     if src.kind == "conv":
         _, in_channels, height, width = weight.shape

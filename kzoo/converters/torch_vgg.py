@@ -46,7 +46,7 @@ from kzoo.converters import (
     spatial_size,
 )
 from kzoo.converters._layout import permute_kernel
-from kzoo.converters._mapped import map_file, populate, release
+from kzoo.converters._mapped import map_file, row_access
 from kzoo.errors import ConversionError
 
 __all__ = ["convert", "read_layers"]
@@ -154,14 +154,7 @@ class _MappedWeights:
         matrix = np.frombuffer(
             self.buf, dtype=dtype, count=out_features * in_features, offset=offset
         ).reshape(out_features, in_features)
-        row_bytes = matrix.strides[0]
-
-        def rows(a: int, b: int) -> np.ndarray:
-            populate(self.buf, offset + a * row_bytes, offset + b * row_bytes)
-            return matrix[a:b]
-
-        def done(a: int, b: int) -> None:
-            release(self.buf, offset + a * row_bytes, offset + b * row_bytes)
+        rows, done = row_access(self.buf, matrix, offset)
 
         if taps is not None:
             kernel = permute_kernel(rows, out_features, shape[1], taps, done)
