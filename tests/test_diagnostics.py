@@ -164,8 +164,13 @@ def test_raise_mode_raises_training_error_with_the_causes():
         _fit(_exploding_mlp(), x * 1000.0, y, TrainingDiagnostics(on_problem="raise"))
 
 
+@pytest.mark.backend
 def test_warn_mode_keeps_training_and_reports_each_kind_once(caplog):
-    x, y = _blobs(300)
+    # The dead network ends up answering one class, so its accuracy is that class's share:
+    # 1200 inputs keep every share under 0.113, at chance whichever class the backend's batch
+    # order favours (300 inputs had a class at 0.137, above the 0.125 band on JAX and torch).
+    x, y = _blobs()
+    assert np.bincount(y).max() / len(y) < 0.125
     diagnostics = TrainingDiagnostics(on_problem="warn", sample=x[:50])
     with caplog.at_level(logging.WARNING, logger="kzoo"):
         history = _fit(_mlp(hidden_bias=-1000.0), x, y, diagnostics, epochs=5)
