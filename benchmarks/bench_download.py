@@ -4,7 +4,9 @@ A child process serves a payload (500 MB by default) on 127.0.0.1; this process 
 it alternately with
 
 * raw:   ``requests.get(stream=True)`` copied to a file in 1 MiB chunks, nothing verified,
-  nothing flushed to disk;
+  nothing flushed to disk (the target's baseline);
+* raw+fsync: the same, then one fsync: a durable copy, as kzoo must make one before it
+  renames the file into place (for information);
 * fetch: ``kzoo.download.fetch`` with size, md5 and sha256 pinned, as a manifest entry with
   both hashes known (it hashes with the strongest, sha256, while streaming; fsync; atomic
   rename);
@@ -59,6 +61,12 @@ def raw_copy(url: str, path: Path) -> None:
                 fh.write(chunk)
 
 
+def raw_durable_copy(url: str, path: Path) -> None:
+    raw_copy(url, path)
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
 def hash_speed(name: str, size: int) -> float:
     """MB/s of one hash over ``size`` bytes already in memory, one thread."""
     block = os.urandom(8 << 20)
@@ -87,7 +95,12 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}/big.bin"
         pins = {"fetch": {"md5": md5, "sha256": sha256}, "fetch-md5": {"md5": md5}}
         with tempfile.TemporaryDirectory() as tmp:
-            speeds: dict[str, list[float]] = {"raw": [], "fetch": [], "fetch-md5": []}
+            speeds: dict[str, list[float]] = {
+                "raw": [],
+                "raw+fsync": [],
+                "fetch": [],
+                "fetch-md5": [],
+            }
             for run in range(args.repeat):
                 order = list(speeds) if run % 2 == 0 else list(reversed(speeds))
                 for name in order:
@@ -96,6 +109,8 @@ def main() -> None:
                     start, cpu = time.perf_counter(), time.process_time()
                     if name == "raw":
                         raw_copy(url, path)
+                    elif name == "raw+fsync":
+                        raw_durable_copy(url, path)
                     else:
                         fetch([url], path, size=size, hashes=pins[name], progress=False)
                     seconds = time.perf_counter() - start
@@ -114,13 +129,16 @@ def main() -> None:
 
     raw, verified = statistics.median(speeds["raw"]), statistics.median(speeds["fetch"])
     md5_only = statistics.median(speeds["fetch-md5"])
+    durable = statistics.median(speeds["raw+fsync"])
     print(f"payload {args.mb} MiB over loopback, median of {args.repeat} runs each")
     print(f"load average before the last run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"raw requests copy            {raw:8.1f} MB/s")
+    print(f"raw copy + fsync (info)      {durable:8.1f} MB/s")
     print(f"fetch sha256+fsync           {verified:8.1f} MB/s")
     print(f"fetch md5+fsync (info)       {md5_only:8.1f} MB/s")
     for name in ("sha256", "md5"):
         print(f"{name + ' in memory, one core':28s} {hash_speed(name, size):8.1f} MB/s")
+    print(f"ratio fetch/(raw+fsync) (info): {verified / durable:.2f}")
     print(f"ratio fetch/raw: {verified / raw:.2f}")
 
 

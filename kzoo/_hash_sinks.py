@@ -72,7 +72,9 @@ class _Sinks:
         return {name: f"{name}:{h.hexdigest()}" for name, h in self._hashes.items()}
 
 
-FLUSH = 64 << 20
+# 16 MiB: measured 5-20 % faster than 64 MiB on a 500 MiB loopback fetch (less left for the
+# final fsync, and smaller bursts of writeback competing with the page-cache writes).
+FLUSH = 16 << 20
 _datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 
 
