@@ -15,7 +15,8 @@ written arrays in the source's own layout (NCHW, its own flatten order; ``tests/
 numpy_reference.py``), as the unit tests do at small widths.
 
 Run: ``python benchmarks/bench_convert.py [--formats caffe,lasagne] [--dir /big/tmp]
-[--no-check]``. Needs about 1.2 GB of free disk and 4 GB of memory; files are deleted at the
+[--no-check] [--json out.json]``; ``--tiny`` runs the same on the unit tests' small VGG (a
+smoke run: its ratios are all fixed costs). Needs about 1.2 GB of free disk and 4 GB of memory; files are deleted at the
 end. Targets: convert time <= 2x read time, peak RSS <= 2x the weights' size.
 """
 
@@ -35,34 +36,35 @@ from pathlib import Path
 import numpy as np
 
 from kzoo import synthetic
-from kzoo.synthetic import VGG19, keras_slots
+from kzoo.synthetic import TINY_VGG19, VGG19, keras_slots
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import numpy_reference as ref  # the tests' independent forward passes
 
+# The full-size network; ``--tiny`` swaps in the unit tests' small one (a smoke run).
+LAYOUT = VGG19
+
 FORMATS = {
     # name: (converter format, file name, writer)
-    "keras_h5": ("keras_h5", "vgg19.h5", lambda p: synthetic.write_keras_h5(p, VGG19)),
-    "caffe": ("caffe", "vgg19.caffemodel", lambda p: synthetic.write_caffe(p, VGG19, version=1)),
-    "lasagne": ("lasagne", "vgg19.pkl", lambda p: synthetic.write_lasagne(p, VGG19)),
+    "keras_h5": ("keras_h5", "vgg19.h5", lambda p: synthetic.write_keras_h5(p, LAYOUT)),
+    "caffe": ("caffe", "vgg19.caffemodel", lambda p: synthetic.write_caffe(p, LAYOUT, version=1)),
+    "lasagne": ("lasagne", "vgg19.pkl", lambda p: synthetic.write_lasagne(p, LAYOUT)),
     "safetensors_vgg": (
         "safetensors_vgg",
         "model.safetensors",
-        lambda p: synthetic.write_safetensors(p, VGG19),
+        lambda p: synthetic.write_safetensors(p, LAYOUT),
     ),
     "safetensors_vgg_timm": (
         "safetensors_vgg",
         "timm.safetensors",
-        lambda p: synthetic.write_safetensors(p, VGG19, keys="timm"),
+        lambda p: synthetic.write_safetensors(p, LAYOUT, keys="timm"),
     ),
 }
 
 
-BLOCKS = VGG19.convs_per_block
-SPEC = "-".join(
-    [f"{w}C3x{n}-MP2" for n, w in zip(BLOCKS, VGG19.widths, strict=True)]
-    + [f"FC{w}" for w in VGG19.fc]
-)
+def _spec() -> str:
+    blocks = zip(LAYOUT.convs_per_block, LAYOUT.widths, strict=True)
+    return "-".join([f"{w}C3x{n}-MP2" for n, w in blocks] + [f"FC{w}" for w in LAYOUT.fc])
 
 
 def _nchw(x: np.ndarray) -> np.ndarray:
@@ -70,12 +72,12 @@ def _nchw(x: np.ndarray) -> np.ndarray:
 
 
 REFERENCES = {
-    # name: forward pass of the written arrays, in the source's own layout
-    "keras_h5": lambda w, x: ref.keras_forward(w, BLOCKS, x),
-    "caffe": lambda w, x: ref.caffe_forward(w, BLOCKS, _nchw(x)),
-    "lasagne": lambda w, x: ref.lasagne_forward(w["param values"], BLOCKS, _nchw(x)),
-    "safetensors_vgg": lambda w, x: ref.torchvision_forward(w, BLOCKS, _nchw(x)),
-    "safetensors_vgg_timm": lambda w, x: ref.timm_forward(w, BLOCKS, _nchw(x)),
+    # name: forward pass of the written arrays (w) over blocks (b), in the source's own layout
+    "keras_h5": lambda w, b, x: ref.keras_forward(w, b, x),
+    "caffe": lambda w, b, x: ref.caffe_forward(w, b, _nchw(x)),
+    "lasagne": lambda w, b, x: ref.lasagne_forward(w["param values"], b, _nchw(x)),
+    "safetensors_vgg": lambda w, b, x: ref.torchvision_forward(w, b, _nchw(x)),
+    "safetensors_vgg_timm": lambda w, b, x: ref.timm_forward(w, b, _nchw(x)),
 }
 
 
@@ -87,11 +89,12 @@ def _check(name: str, path: Path, written: object) -> float:
     from kzoo.converters import convert, slots_of
     from kzoo.converters.assign import assign
 
-    model = kzoo.build(SPEC, input_shape=(224, 224, 3), head="linear")
+    shape = (LAYOUT.input_size, LAYOUT.input_size, LAYOUT.in_channels)
+    model = kzoo.build(_spec(), input_shape=shape, head="linear")
     assign(model, convert(FORMATS[name][0], path, slots_of(model)))
-    x = np.random.default_rng(0).uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, *shape)).astype(np.float32)
     got = keras.ops.convert_to_numpy(model(x, training=False))
-    return ref.relative_error(got, REFERENCES[name](written, x))
+    return ref.relative_error(got, REFERENCES[name](written, LAYOUT.convs_per_block, x))
 
 
 def _peak_rss_bytes() -> int:
@@ -114,7 +117,7 @@ def _child(step: str, fmt: str, path: Path) -> None:
     from kzoo.converters import convert
     from kzoo.converters.store import save_weights
 
-    slots = keras_slots(VGG19)
+    slots = keras_slots(LAYOUT)
     baseline_rss = _peak_rss_bytes()
     start = time.perf_counter()
     if step == "read":
@@ -146,9 +149,10 @@ def _child(step: str, fmt: str, path: Path) -> None:
 def _run_child(step: str, fmt: str, path: Path, repeat: int) -> dict[str, float]:
     """Best time and worst peak RSS of ``repeat`` fresh processes (shared machines are noisy)."""
     runs = []
+    tiny = ["--tiny"] if LAYOUT is TINY_VGG19 else []
     for _ in range(repeat):
         out = subprocess.run(
-            [sys.executable, __file__, "--child", step, fmt, str(path)],
+            [sys.executable, __file__, *tiny, "--child", step, fmt, str(path)],
             check=True,
             capture_output=True,
             text=True,
@@ -170,14 +174,18 @@ def main() -> None:
     parser.add_argument("--dir", default=None, help="folder for the temp files")
     parser.add_argument("--repeat", type=int, default=5, help="fresh processes per step")
     parser.add_argument("--no-check", action="store_true", help="skip the correctness check")
+    parser.add_argument("--tiny", action="store_true", help="the tests' small VGG (smoke run)")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global LAYOUT
+    LAYOUT = TINY_VGG19 if args.tiny else VGG19
     if args.child:
         step, fmt, path = args.child
         _child(step, fmt, Path(path))
         return
 
-    weights_mb = sum(4 * _prod(s) for slot in keras_slots(VGG19) for s in slot.shapes) / 2**20
+    weights_mb = sum(4 * _prod(s) for slot in keras_slots(LAYOUT) for s in slot.shapes) / 2**20
     folder = Path(tempfile.mkdtemp(prefix="kzoo-bench-convert-", dir=args.dir))
     rows = []
     try:
@@ -210,6 +218,7 @@ def main() -> None:
         f"{'format':22s} {'convert/read':>13s} {'store/read':>11s} {'RSS/weights':>12s} "
         f"{'vs NumPy reference':>19s}"
     )
+    figures = {}
     for name, _, _, read, conv, store, error in rows:
         rss = max(conv["peak_rss"], store["peak_rss"]) / 2**20 / weights_mb
         check = "not run" if error is None else f"{error:.1e} rel"
@@ -217,6 +226,14 @@ def main() -> None:
             f"{name:22s} {conv['seconds'] / read['seconds']:12.2f}x "
             f"{store['seconds'] / read['seconds']:10.2f}x {rss:11.2f}x {check:>19s}"
         )
+        figures[name] = {
+            "convert_over_read": conv["seconds"] / read["seconds"],
+            "store_over_read": store["seconds"] / read["seconds"],
+            "rss_over_weights": rss,
+            "reference_error": error,
+        }
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
 
 
 def _prod(shape: tuple[int, ...]) -> int:

@@ -1,4 +1,4 @@
-"""The GPU benchmark script runs end to end in its CPU smoke mode (JAX backend)."""
+"""Benchmark scripts run end to end in their small smoke modes, so they cannot rot unseen."""
 
 from __future__ import annotations
 
@@ -26,3 +26,51 @@ def test_gpu_transfer_smoke_writes_its_figures(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "gpu_transfer.json").read_text())
     assert result["fine_tune_ratio"] > 0
     assert result["frozen_speedup"] > 0
+
+
+@pytest.mark.slow
+def test_bench_convert_tiny_converts_every_format_and_matches_the_numpy_reference(
+    tmp_path: Path,
+) -> None:
+    figures_path = tmp_path / "convert.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_convert.py"),
+            "--tiny",
+            "--repeat",
+            "1",
+            "--dir",
+            str(tmp_path),
+            "--json",
+            str(figures_path),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    figures = json.loads(figures_path.read_text())
+    assert set(figures) == {
+        "keras_h5",
+        "caffe",
+        "lasagne",
+        "safetensors_vgg",
+        "safetensors_vgg_timm",
+    }
+    for row in figures.values():
+        assert row["reference_error"] < 1e-5
+        assert row["convert_over_read"] > 0 and row["rss_over_weights"] > 0
+
+
+@pytest.mark.slow
+def test_bench_download_small_payload_prints_its_ratio_last() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_download.py"), "--mb", "8"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("ratio fetch/raw: ")
+    assert float(last.split(": ")[1]) > 0
