@@ -16,8 +16,9 @@ numpy_reference.py``), as the unit tests do at small widths.
 
 Run: ``python benchmarks/bench_convert.py [--formats caffe,lasagne] [--dir /big/tmp]
 [--no-check] [--json out.json]``; ``--tiny`` runs the same on the unit tests' small VGG (a
-smoke run: its ratios are all fixed costs). Needs about 1.2 GB of free disk and 4 GB of memory; files are deleted at the
-end. Targets: convert time <= 2x read time, peak RSS <= 2x the weights' size.
+smoke run: its ratios are all fixed costs). Needs about 1.2 GB of free disk and 4 GB of
+memory; files are deleted at the end. Targets: convert time <= 2x read time, peak RSS <= 2x
+the weights' size.
 """
 
 from __future__ import annotations
