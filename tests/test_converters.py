@@ -303,6 +303,24 @@ def test_safetensors_with_foreign_keys_is_rejected(tmp_path):
         convert("safetensors_vgg", path, synthetic.keras_slots(synthetic.TINY_VGG19))
 
 
+def test_float16_safetensors_convert_like_their_float32_values(tmp_path):
+    from safetensors.numpy import save_file
+
+    layout = synthetic.TINY_VGG19
+    tensors = synthetic.write_safetensors(tmp_path / "f32.safetensors", layout)
+    half = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in tensors.items()}
+    save_file(half, str(tmp_path / "f16.safetensors"))
+    rounded = {k: v.astype(np.float32) for k, v in half.items()}
+    save_file(rounded, str(tmp_path / "rounded.safetensors"))
+    slots = synthetic.keras_slots(layout)
+    got = convert("safetensors_vgg", tmp_path / "f16.safetensors", slots)
+    expected = convert("safetensors_vgg", tmp_path / "rounded.safetensors", slots)
+    for name, arrays in expected.items():
+        for a, b in zip(got[name], arrays, strict=True):
+            assert a.dtype == np.float32
+            np.testing.assert_array_equal(a, b)
+
+
 def test_whole_model_h5_reads_weights_under_model_weights(tmp_path):
     import h5py
 
