@@ -116,7 +116,7 @@ def _child(step: str, fmt: str, path: Path) -> None:
     import numpy as np
 
     from kzoo.converters import convert
-    from kzoo.converters.store import save_weights
+    from kzoo.zoo.store import save_weights
 
     slots = keras_slots(LAYOUT)
     baseline_rss = _peak_rss_bytes()

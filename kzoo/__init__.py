@@ -17,9 +17,12 @@ import sys
 from typing import Any
 
 from kzoo.errors import (
+    BackendError,
     ChecksumError,
     ConversionError,
     DownloadError,
+    ExportError,
+    Hint,
     KzooError,
     ManifestError,
     OfflineError,
@@ -29,6 +32,7 @@ from kzoo.errors import (
     UnknownNameError,
     UnsafePickleError,
 )
+from kzoo.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -39,22 +43,25 @@ _LAZY: dict[str, str] = {
     "build": "kzoo.builder",
     "decode_predictions": "kzoo.zoo",
     "explain": "kzoo.dsl",
-    "list_architectures": "kzoo.architectures",
+    "list_architectures": "kzoo.dsl",
     "list_models": "kzoo.zoo",
     "load": "kzoo.zoo",
     "parse": "kzoo.dsl",
     "preprocess_input": "kzoo.zoo",
-    "register_token": "kzoo.tokens",
-    "scoped_tokens": "kzoo.tokens",
-    "to_string": "kzoo.builder",
+    "register_token": "kzoo.dsl",
+    "scoped_tokens": "kzoo.dsl",
+    "to_string": "kzoo.dsl",
     "transfer": "kzoo.transfer_learning",
 }
 _SUBMODULES = ("datasets", "diagnostics", "layers", "plots")
 
 __all__ = [
+    "BackendError",
     "ChecksumError",
     "ConversionError",
     "DownloadError",
+    "ExportError",
+    "Hint",
     "KzooError",
     "ManifestError",
     "OfflineError",
@@ -85,15 +92,13 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-    elif name in _SUBMODULES:
-        value = importlib.import_module(f"kzoo.{name}")
-    else:
-        raise AttributeError(f"module 'kzoo' has no attribute {name!r}")
-    globals()[name] = value
-    return value
+__getattr__, _dir = lazy_exports(
+    __name__,
+    {
+        **{name: f"{module}:{name}" for name, module in _LAZY.items()},
+        **{name: f"kzoo.{name}" for name in _SUBMODULES},
+    },
+)
 
 
 def __dir__() -> list[str]:

@@ -1,24 +1,24 @@
-"""Architecture strings -> Keras models (and, re-exported, models -> canonical strings).
+"""Architecture strings -> Keras models.
 
 All decisions (names, BN placement, head, padding, shapes) are made in pure Python by
-:func:`kzoo.shapes.plan`; this module only turns each planned step into one Keras layer.
-:func:`to_string`, the way back, lives in :mod:`kzoo._dsl_writer`.
+:func:`kzoo.dsl.plan`; this module only turns each planned step into one Keras layer: the
+``keras.layers`` class a built-in token names as data (its planned parameters are the
+constructor's arguments), or a user token's own ``build`` function. The way back,
+:func:`kzoo.to_string`, lives in :mod:`kzoo.dsl.writer`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from kzoo._dsl_writer import to_string
+from kzoo.dsl import Step, plan
 from kzoo.errors import SpecError
-from kzoo.shapes import plan
 
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["build", "make_builtin_layer", "to_string"]
+__all__ = ["build", "make_layer"]
 
 logger = logging.getLogger("kzoo")
 
@@ -84,7 +84,7 @@ def build(
     x = preprocessing(inputs) if preprocessing is not None else inputs
     for step in steps.steps:
         try:
-            layer = step.token.build(step.params)
+            layer = make_layer(step)
         except SpecError:
             raise
         except (ValueError, TypeError, ImportError) as problem:
@@ -102,6 +102,26 @@ def build(
     return model
 
 
+def make_layer(step: Step) -> keras.layers.Layer:
+    """The Keras layer for one planned step.
+
+    Args:
+        step: A step of a :class:`kzoo.dsl.Plan`: a built-in token becomes
+            ``keras.layers.<token.keras_class>(**step.params)``, a user token calls its
+            ``build(step.params)``.
+    """
+    token = step.token
+    if token.keras_class is None:
+        return token.build(step.params)
+    from keras import layers
+
+    params = {
+        key: _initializer(value) if key.endswith("_initializer") else value
+        for key, value in step.params.items()
+    }
+    return getattr(layers, token.keras_class)(**params)
+
+
 def _initializer(value: Any) -> Any:
     if value is None:
         return "glorot_uniform"
@@ -112,34 +132,3 @@ def _initializer(value: Any) -> Any:
     import keras
 
     return keras.initializers.get(value)
-
-
-def make_builtin_layer(keyword: str, params: Mapping[str, Any]) -> keras.layers.Layer:
-    """The Keras layer for one planned step of a built-in token.
-
-    Args:
-        keyword: The token keyword (``"C"``, ``"FC"``, ``"MP"``, ``"relu"``, ...).
-        params: The planned arguments, ``name`` included.
-    """
-    from keras import layers
-
-    p = dict(params)
-    name = p.pop("name")
-    if keyword == "C":
-        p["kernel_initializer"] = _initializer(p["kernel_initializer"])
-        return layers.Conv2D(name=name, **p)
-    if keyword in ("FC", "N", "output"):
-        p["kernel_initializer"] = _initializer(p["kernel_initializer"])
-        return layers.Dense(name=name, **p)
-    simple = {
-        "MP": layers.MaxPooling2D,
-        "AP": layers.AveragePooling2D,
-        "GAP": layers.GlobalAveragePooling2D,
-        "GMP": layers.GlobalMaxPooling2D,
-        "F": layers.Flatten,
-        "BN": layers.BatchNormalization,
-        "D": layers.Dropout,
-    }
-    if keyword in simple:
-        return simple[keyword](name=name, **p)
-    return layers.Activation(p["activation"], name=name)

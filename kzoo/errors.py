@@ -13,17 +13,32 @@ exception a caller would naturally catch, so ``except ValueError`` keeps working
     ├── ConversionError (ValueError)     a weights file unreadable or unfit for the model
     │   └── UnsafePickleError            a pickle that asks for anything but numpy arrays
     ├── TransferError (ValueError)       a transfer-learning request that cannot work
-    └── TrainingError (RuntimeError)     training went wrong (NaN loss, ...); raised by diagnostics
+    ├── TrainingError (RuntimeError)     training went wrong (NaN loss, ...); raised by diagnostics
+    ├── BackendError (ImportError)       Keras has no backend installed; names the extra to install
+    └── ExportError (RuntimeError)       an exported model cannot be written or computes otherwise
+
+An error may carry :class:`Hint` objects: a fix as data (``action`` and its ``params``), which
+the command line writes as a command and a Python caller reads as ``hint.text``. The library
+itself never spells out a command line.
+
+Imports nothing of kzoo but :mod:`kzoo.suggest`, the did-you-mean it shares with the notation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from kzoo.suggest import closest
 
 __all__ = [
+    "BackendError",
     "ChecksumError",
     "ConversionError",
     "DownloadError",
+    "ExportError",
+    "Hint",
     "KzooError",
     "ManifestError",
     "OfflineError",
@@ -35,8 +50,62 @@ __all__ = [
 ]
 
 
+@dataclass(frozen=True)
+class Hint:
+    """A fix an error suggests, as data.
+
+    Attributes:
+        action: What to do, e.g. ``"import_weights"`` or ``"give_input_shape"``; the command
+            line turns each action it knows into a command.
+        text: How the library words the fix for a Python caller.
+        params: The values the fix needs, e.g. ``{"model": "vgg19", "tag": "lasagne"}``.
+    """
+
+    action: str
+    text: str
+    params: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    def __reduce__(self):  # a mapping proxy cannot be pickled; the dict it wraps can
+        return (type(self), (self.action, self.text, dict(self.params)))
+
+
 class KzooError(Exception):
-    """Base class of every error kzoo raises on purpose."""
+    """Base class of every error kzoo raises on purpose.
+
+    Args:
+        *args: The message, as for any exception.
+        hints: Fixes to suggest; each is shown on a line of its own after the message.
+
+    Attributes:
+        hints: The :class:`Hint` objects, possibly empty.
+    """
+
+    _hint_prefix = "fix: "
+
+    def __init__(self, *args: object, hints: Sequence[Hint] = ()) -> None:
+        super().__init__(*args)
+        self.hints = tuple(hints)
+
+    @property
+    def message(self) -> str:
+        """The message without the hint lines."""
+        return Exception.__str__(self)
+
+    def __str__(self) -> str:
+        return self.message + "".join(f"\n  {self._hint_prefix}{h.text}" for h in self.hints)
+
+    def __reduce__(self):  # picklable across processes whatever the subclass's __init__ takes
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+def _restore(cls: type, args: tuple, state: dict) -> KzooError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class SpecError(KzooError, ValueError):
@@ -57,8 +126,15 @@ class SpecError(KzooError, ValueError):
         help: The suggestion, or None.
     """
 
+    _hint_prefix = "= help: "
+
     def __init__(
-        self, reason: str, spec: str, span: tuple[int, int], help: str | None = None
+        self,
+        reason: str,
+        spec: str,
+        span: tuple[int, int],
+        help: str | None = None,
+        hints: Sequence[Hint] = (),
     ) -> None:
         start, end = span
         start = max(0, min(start, len(spec)))
@@ -67,7 +143,7 @@ class SpecError(KzooError, ValueError):
         self.spec = spec
         self.span = (start, end)
         self.help = help
-        super().__init__(self._render())
+        super().__init__(self._render(), hints=hints)
 
     def _render(self) -> str:
         start, end = self.span
@@ -76,9 +152,6 @@ class SpecError(KzooError, ValueError):
         if self.help:
             lines.append(f"  = help: {self.help}")
         return "\n".join(lines)
-
-    def __reduce__(self):  # keep the error picklable across processes
-        return (type(self), (self.reason, self.spec, self.span, self.help))
 
 
 class UnknownNameError(KzooError, LookupError):
@@ -89,9 +162,14 @@ class UnknownNameError(KzooError, LookupError):
         known: The names that do exist.
     """
 
-    def __init__(self, kind: str, name: str, known: Sequence[str], hint: str | None = None):
-        from kzoo._suggest import closest
-
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        known: Sequence[str],
+        hint: str | None = None,
+        hints: Sequence[Hint] = (),
+    ) -> None:
         self.name = name
         self.known = sorted(known)
         message = f"unknown {kind} {name!r}"
@@ -103,9 +181,10 @@ class UnknownNameError(KzooError, LookupError):
             message += f"; known: {shown}"
         if hint:
             message += f"\n{hint}"
-        super().__init__(message)
+        super().__init__(message, hints=hints)
 
-    def __str__(self) -> str:  # LookupError would quote the message
+    @property
+    def message(self) -> str:  # LookupError would quote the message
         return str(self.args[0])
 
 
@@ -139,3 +218,11 @@ class TransferError(KzooError, ValueError):
 
 class TrainingError(KzooError, RuntimeError):
     """Training went wrong in a way kzoo detected (NaN loss, collapsed predictions, ...)."""
+
+
+class BackendError(KzooError, ImportError):
+    """Keras cannot start because no backend (TensorFlow, JAX or PyTorch) is installed."""
+
+
+class ExportError(KzooError, RuntimeError):
+    """An export that cannot be written, or whose artifact does not compute what Keras does."""

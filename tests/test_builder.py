@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from test_dsl_properties import specs
 
 import kzoo
-from kzoo.architectures import list_architectures
+from kzoo.dsl import list_architectures
 from kzoo.errors import SpecError
 
 VGG19 = "64C3x2-MP2-128C3x2-MP2-256C3x4-MP2-512C3x4-MP2-512C3x4-MP2-FC4096x2-FC1000"

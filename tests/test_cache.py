@@ -11,7 +11,7 @@ from pathlib import Path
 import platformdirs
 import pytest
 
-from kzoo import cache
+from kzoo.download import cache
 from kzoo.errors import DownloadError, KzooError
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 from test_zoo import served_source, tiny_manifest, write_source
 
 import kzoo
-from kzoo.cli import main
+from kzoo.cli import hint_line, main
 
 
 @pytest.fixture
@@ -81,8 +81,11 @@ def test_import_installs_a_file_that_load_then_uses_offline(capsys, tmp_path, mo
         "files": {"top": {"urls": []}},
     }
     manifest = write_manifest(tmp_path, tiny_manifest({"lasagne": source}))
-    with pytest.raises(kzoo.DownloadError, match="kzoo weights import tiny lasagne FILE"):
+    with pytest.raises(kzoo.DownloadError, match="cannot be downloaded") as error:
         kzoo.load("tiny", manifest=manifest)
+    (hint,) = error.value.hints
+    assert "kzoo.zoo.import_weights('tiny.lasagne', FILE)" in str(error.value)
+    assert hint_line(hint).endswith("kzoo weights import tiny lasagne FILE")
 
     code, out, err = run(
         capsys, "weights", "import", "tiny", "lasagne", path, "--manifest", manifest

@@ -27,9 +27,8 @@ from fault_server import (  # noqa: F401
     self_signed,
 )
 
-from kzoo import _http, cache, download
-from kzoo.download import fetch, fetch_cached, file_digest, verify
-from kzoo.errors import ChecksumError, DownloadError, OfflineError
+from kzoo.download import cache, fetch, fetch_cached, fetcher, file_digest, stream, verify
+from kzoo.errors import ChecksumError, DownloadError, Hint, OfflineError
 
 PAYLOAD = bytes(range(256)) * 64 + b"tail"  # 16 KiB + 4: not a multiple of anything
 HALF = len(PAYLOAD) // 2
@@ -51,7 +50,7 @@ def partials(folder: Path) -> list[Path]:
 def sleeps(monkeypatch):
     """Record the waits between retries instead of sleeping."""
     waits: list[float] = []
-    monkeypatch.setattr(_http, "_sleep", waits.append)
+    monkeypatch.setattr(stream, "_sleep", waits.append)
     return waits
 
 
@@ -68,9 +67,9 @@ def test_happy_path_then_cache_hit_makes_zero_requests(fault_server, tmp_path, m
     def no_hashing(*args, **kwargs):
         raise AssertionError("a cache hit must not hash")
 
-    monkeypatch.setattr(download, "_Sinks", no_hashing)
-    monkeypatch.setattr(_http, "_Sinks", no_hashing)
-    monkeypatch.setattr(download, "file_digest", no_hashing)
+    monkeypatch.setattr(fetcher, "Sinks", no_hashing)
+    monkeypatch.setattr(stream, "Sinks", no_hashing)
+    monkeypatch.setattr(fetcher, "file_digest", no_hashing)
     assert fetch([url], dest, **pinned()) == dest
     assert fault_server.count("/w.bin") == 1
 
@@ -376,7 +375,7 @@ def test_disk_full_mid_write_deletes_the_partial(fault_server, tmp_path, monkeyp
         fh.write(chunk[:10])
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(_http, "_write", full_disk)
+    monkeypatch.setattr(stream, "_write", full_disk)
     dest = tmp_path / "w.bin"
     with pytest.raises(DownloadError, match=rf"disk is full.*\({len(PAYLOAD)} bytes\)"):
         fetch([url], dest, **pinned())
@@ -390,10 +389,11 @@ def test_offline_makes_zero_requests_and_names_path_and_import_command(
     monkeypatch.setenv("KZOO_OFFLINE", "1")
     url = fault_server.add("/w.bin", PAYLOAD)
     dest = tmp_path / "vgg19" / "w.bin"
-    command = "kzoo weights import vgg19:imagenet FILE"
+    hint = Hint("import_weights", "install a copy with import_weights(...)", {"model": "vgg19"})
     with pytest.raises(OfflineError) as info:
-        fetch([url], dest, import_hint=command, **pinned())
-    assert str(dest) in str(info.value) and command in str(info.value)
+        fetch([url], dest, hints=[hint], **pinned())
+    assert str(dest) in str(info.value) and hint.text in str(info.value)
+    assert info.value.hints == (hint,)
     assert fault_server.count() == 0
     assert not dest.parent.exists()
 
@@ -509,7 +509,7 @@ def test_proxy_environment_variables_are_honoured(fault_server, tmp_path, monkey
 
 def test_progress_bar_starts_at_the_bytes_already_there(fault_server, tmp_path, monkeypatch):
     positions: list[int] = []
-    real_tqdm = download.tqdm
+    real_tqdm = fetcher.tqdm
 
     class RecordingBar(real_tqdm):
         def reset(self, total=None):
@@ -520,7 +520,7 @@ def test_progress_bar_starts_at_the_bytes_already_there(fault_server, tmp_path, 
             positions.append(n)
             return super().update(n)
 
-    monkeypatch.setattr(download, "tqdm", RecordingBar)
+    monkeypatch.setattr(fetcher, "tqdm", RecordingBar)
     url = fault_server.add("/w.bin", PAYLOAD, Fault("truncate", at=HALF))
     dest = tmp_path / "w.bin"
     with pytest.raises(DownloadError):

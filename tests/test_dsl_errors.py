@@ -7,6 +7,7 @@ import pickle
 import pytest
 
 import kzoo
+from kzoo.cli import hint_line
 from kzoo.dsl import parse
 from kzoo.errors import SpecError
 
@@ -150,7 +151,10 @@ def test_header_and_equal_input_shape_argument_agree():
 def test_missing_input_shape_asks_for_one():
     with pytest.raises(SpecError, match="no input shape") as info:
         kzoo.explain("FC64-FC10")
-    assert "input_shape=" in info.value.help and "28x28x1:" in info.value.help
+    assert "28x28x1:" in info.value.help
+    (hint,) = info.value.hints
+    assert "input_shape=(28, 28, 1)" in hint.text and "input_shape=(28, 28, 1)" in str(info.value)
+    assert hint_line(hint) == "add --input-shape 28x28x1"
 
 
 def test_conv_after_dense_needs_an_image():

@@ -153,7 +153,7 @@ def test_activation_repeat_is_printed_with_brackets():
     text = parse("8C3-[relu]x2").unparse()
     assert text == "8C3-[relu]x2"
     layer = Layer("relu", times=3)
-    from kzoo.dsl import unparse_item
+    from kzoo.dsl.ast import unparse_item
 
     assert unparse_item(layer) == "[relu]x3"
     assert parse(unparse_item(layer)).layers() == [Layer("relu")] * 3

@@ -7,7 +7,7 @@ import pickle
 import pytest
 
 from kzoo import errors
-from kzoo._suggest import closest, edit_distance
+from kzoo.suggest import closest, edit_distance
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from test_dsl_properties import specs
 
 import kzoo
-from kzoo import tokens
+from kzoo.dsl import tokens
+from kzoo.dsl.tokens import ShapeProblem
 from kzoo.errors import SpecError
-from kzoo.tokens import ShapeProblem
 
 
 def test_lenet_rows():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kzoo.errors import ManifestError, UnknownNameError
-from kzoo.manifest import builtin_manifest_path, load_manifest, merge_manifests
+from kzoo.zoo.manifest import builtin_manifest_path, load_manifest, merge_manifests
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,8 @@ import pytest
 
 from kzoo.converters import slots_of
 from kzoo.converters.assign import assign
-from kzoo.converters.store import load_weights, read_meta, save_weights
 from kzoo.errors import ConversionError
+from kzoo.zoo.store import load_weights, read_meta, save_weights
 
 
 def _arrays(seed: int = 0) -> dict[str, list[np.ndarray]]:

@@ -271,7 +271,7 @@ def test_callbacks_see_the_full_model_while_the_head_trains_on_cached_features(t
 
 
 def test_diagnostics_are_attached_by_default():
-    from kzoo.transfer_learning import _with_diagnostics
+    from kzoo.transfer_learning.training import _with_diagnostics
 
     callbacks = _with_diagnostics([], True)
     assert [type(c).__name__ for c in callbacks] == ["TrainingDiagnostics"]

@@ -34,8 +34,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_wheel_contains_the_real_manifest(wheel: Path):
     with zipfile.ZipFile(wheel) as archive:
-        shipped = archive.read("kzoo/weights_manifest.json")
-    assert shipped == (REPO / "kzoo" / "weights_manifest.json").read_bytes()
+        shipped = archive.read("kzoo/zoo/weights_manifest.json")
+    assert shipped == (REPO / "kzoo" / "zoo" / "weights_manifest.json").read_bytes()
     assert "vgg19" in json.loads(shipped)["models"]
 
 

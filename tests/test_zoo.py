@@ -8,6 +8,7 @@ own layout (tests/numpy_reference.py).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -20,6 +21,7 @@ from fault_server import FaultServer
 
 import kzoo
 from kzoo import synthetic
+from kzoo.cli import hint_line
 from kzoo.download import file_digest
 from kzoo.errors import DownloadError, ManifestError, OfflineError, UnknownNameError
 
@@ -214,7 +216,8 @@ def test_offline_makes_no_request_and_names_the_path_and_import_command(
         kzoo.load("tiny", manifest=manifest)
     expected = kzoo_home / "raw" / "tiny" / "caffe" / "top-unpinned" / path.name
     assert str(expected) in str(error.value)
-    assert "kzoo weights import tiny caffe FILE" in str(error.value)
+    assert "kzoo.zoo.import_weights('tiny.caffe', FILE)" in str(error.value)
+    assert hint_line(error.value.hints[0]).endswith("kzoo weights import tiny caffe FILE")
     assert server.hits() == []
 
     monkeypatch.delenv("KZOO_OFFLINE")
@@ -228,7 +231,8 @@ def test_offline_makes_no_request_and_names_the_path_and_import_command(
 def test_lasagne_weights_explain_how_to_import_them():
     with pytest.raises(DownloadError, match="requester-pays") as error:
         kzoo.load("vgg19", weights="lasagne")
-    assert "kzoo weights import vgg19 lasagne FILE" in str(error.value)
+    assert "kzoo.zoo.import_weights('vgg19.lasagne', FILE)" in str(error.value)
+    assert hint_line(error.value.hints[0]).endswith("kzoo weights import vgg19 lasagne FILE")
 
 
 def test_read_only_cache_layer_serves_a_hit_without_writing(
@@ -295,7 +299,8 @@ def test_new_upstream_file_or_converter_fix_never_reuses_a_conversion(
     got = outputs(new, images)
     assert ref.relative_error(got, softmax(reference(images))) < TOLERANCE
     assert not np.allclose(got, outputs(old, images))
-    monkeypatch.setitem(converters.CONVERTER_VERSION, "keras_h5", 99)
+    fixed = dataclasses.replace(converters.FORMATS["keras_h5"], version=99)
+    monkeypatch.setitem(converters.FORMATS, "keras_h5", fixed)
     kzoo.load("tiny", manifest=manifest)
     names = sorted(p.name for p in (kzoo_home / "converted").rglob("*.h5"))
     assert len(names) == 3

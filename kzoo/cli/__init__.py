@@ -1,38 +1,44 @@
 """The ``kzoo`` command line: the only part of kzoo that prints.
 
-Each command group lives in its own module with a ``register(subparsers)`` function that adds
-its sub-commands; a sub-command sets ``func(args) -> int``. Modules import Keras inside their
-functions, never at the top, so that ``kzoo explain`` answers without importing Keras.
+:mod:`.commands` declares every command, its flags and the checks that run before it does
+any work; each command's handler lives in the module of its group (:mod:`.dsl`, :mod:`.zoo`,
+:mod:`.transfer`, :mod:`.plot`), imported only when that command runs. Errors carry their
+fixes as data (:class:`kzoo.errors.Hint`); this module writes them as commands.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from kzoo.errors import KzooError
+from kzoo import __version__
+from kzoo.cli.commands import make_parser, run_checks
+from kzoo.errors import Hint, KzooError
 
-# command-group modules, in the order their commands are listed in --help
-_GROUPS = ("kzoo.cli.dsl", "kzoo.cli.zoo", "kzoo.cli.transfer", "kzoo.cli.plot")
+__all__ = ["hint_line", "main"]
+
+# How the command line words each kind of fix; other hints keep the library's text.
+_HINT_COMMANDS: dict[str, Callable[[Mapping[str, str]], str]] = {
+    "import_weights": lambda p: (
+        f"install a copy you obtained elsewhere: kzoo weights import {p['model']} {p['tag']} FILE"
+        + (" --notop" if p.get("variant") == "notop" else "")
+    ),
+    "give_input_shape": lambda p: f"add --input-shape {p['example']}",
+}
 
 
-def make_parser() -> argparse.ArgumentParser:
-    """Build the argument parser with every command group that is installed."""
-    from kzoo import __version__
+def hint_line(hint: Hint) -> str:
+    """A hint as the command line says it."""
+    render = _HINT_COMMANDS.get(hint.action)
+    return render(hint.params) if render else hint.text
 
-    parser = argparse.ArgumentParser(
-        prog="kzoo",
-        description="Keras models from architecture strings, a pretrained zoo, transfer learning.",
-    )
-    parser.add_argument("--version", action="version", version=f"kzoo {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what kzoo does")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in _GROUPS:
-        importlib.import_module(name).register(subparsers)
-    return parser
+
+def _report(error: KzooError) -> None:
+    prefix = getattr(error, "_hint_prefix", "fix: ")
+    lines = [f"error: {error.message}", *(f"  {prefix}{hint_line(h)}" for h in error.hints)]
+    print("\n".join(lines), file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,15 +50,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The process exit status.
     """
-    parser = make_parser()
-    args = parser.parse_args(argv)
+    args = make_parser(__version__).parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="kzoo: %(message)s"
     )
     try:
-        return int(args.func(args) or 0)
+        run_checks(args)
+        module, function = args.handler
+        handler = getattr(importlib.import_module(f"kzoo.cli.{module}"), function)
+        return int(handler(args) or 0)
     except KzooError as error:
-        print(f"error: {error}", file=sys.stderr)
+        _report(error)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -6,54 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``kzoo plot kernels|saliency|history``."""
-    parser = subparsers.add_parser(
-        "plot", help="draw kernels, saliency maps or training curves to a PNG"
-    )
-    commands = parser.add_subparsers(dest="plot_command", metavar="WHAT", required=True)
+from kzoo import plots
 
-    kernels = commands.add_parser("kernels", help="the first conv layer's kernels as a grid")
-    kernels.add_argument("model", type=Path, help="a saved model (.keras)")
-    kernels.add_argument("--layer", help="the conv layer to draw (default: the first Conv2D)")
-    kernels.add_argument("--out", type=Path, default=Path("kernels.png"), help="PNG to write")
-    kernels.set_defaults(func=_kernels)
-
-    saliency = commands.add_parser("saliency", help="what the network looks at in an image")
-    saliency.add_argument("model", type=Path, help="a saved model (.keras)")
-    saliency.add_argument("image", type=Path, help="an image file, or a .npy array")
-    saliency.add_argument("--class", dest="class_index", type=int, help="class to explain")
-    saliency.add_argument("--out", type=Path, default=Path("saliency.png"), help="PNG to write")
-    saliency.set_defaults(func=_saliency)
-
-    history = commands.add_parser("history", help="training curves from a JSON history")
-    history.add_argument(
-        "history",
-        type=Path,
-        help='JSON: {"loss": [...], ...} or {"history": {...}, "phase_boundary": N}',
-    )
-    history.add_argument("--phase-boundary", type=int, help="epochs before fine-tuning")
-    history.add_argument("--out", type=Path, default=Path("history.png"), help="PNG to write")
-    history.set_defaults(func=_history)
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 1
-
-
-def _missing(*paths: Path) -> str | None:
-    for path in paths:
-        if not path.is_file():
-            return f"no such file: {path}"
-    return None
+__all__ = ["run_history", "run_kernels", "run_saliency"]
 
 
 def _load_model(path: Path):
     import keras
-
-    import kzoo.layers  # noqa: F401  (registers kzoo's layers before deserializing)
 
     return keras.saving.load_model(path)
 
@@ -62,25 +23,19 @@ def _run(draw) -> int:
     try:
         written = draw()
     except (ImportError, ValueError, OSError) as problem:
-        return _fail(str(problem))
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     print(written)
     return 0
 
 
-def _kernels(args: argparse.Namespace) -> int:
-    if problem := _missing(args.model):
-        return _fail(problem)
-    from kzoo import plots
-
+def run_kernels(args: argparse.Namespace) -> int:
+    """Draw a conv layer's kernels (the first Conv2D, nested ones included)."""
     return _run(lambda: plots.plot_kernels(_load_model(args.model), args.out, layer=args.layer))
 
 
-def _saliency(args: argparse.Namespace) -> int:
-    if problem := _missing(args.model, args.image):
-        return _fail(problem)
-    import numpy as np
-
-    from kzoo import plots
+def run_saliency(args: argparse.Namespace) -> int:
+    """Draw an image beside the gradient saliency map of its class."""
 
     def draw():
         image = np.load(args.image) if args.image.suffix == ".npy" else args.image
@@ -89,9 +44,6 @@ def _saliency(args: argparse.Namespace) -> int:
     return _run(draw)
 
 
-def _history(args: argparse.Namespace) -> int:
-    if problem := _missing(args.history):
-        return _fail(problem)
-    from kzoo import plots
-
+def run_history(args: argparse.Namespace) -> int:
+    """Draw training curves from a JSON history."""
     return _run(lambda: plots.plot_history(args.history, args.out, args.phase_boundary))

@@ -21,13 +21,23 @@ cores.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["permute_kernel", "swap_row_groups"]
+from kzoo.errors import ConversionError
+
+__all__ = [
+    "as_float32",
+    "conv_kernel",
+    "dense_kernel_from_rows",
+    "permute_kernel",
+    "spatial_size",
+    "swap_row_groups",
+]
 
 # Source rows per task: enough work to amortise a task, small enough to balance threads.
 _BLOCK_ROWS = 128
@@ -150,3 +160,64 @@ def _permute_block(source: np.ndarray, target: np.ndarray) -> None:
         transposed = buffer[: width * n].reshape(width, n)
         _transpose_2d(source[:, first:last, :].reshape(n, width), transposed)
         target[:, first:last, :] = transposed.reshape(last - first, taps, n).transpose(1, 0, 2)
+
+
+# -- the layouts every converter needs, on top of the permutation -----------------------------
+
+
+def as_float32(array: np.ndarray) -> np.ndarray:
+    """A C-contiguous float32 copy-if-needed of ``array``."""
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def conv_kernel(weight: np.ndarray) -> np.ndarray:
+    """Caffe/Lasagne/torch ``(out, in, h, w)`` -> Keras ``(h, w, in, out)``, float32.
+
+    No spatial flip: all of them, and Keras, compute cross-correlation.
+    """
+    out_channels, in_channels, height, width = weight.shape
+    kernel = permute_kernel(lambda a, b: weight[a:b], out_channels, in_channels, height * width)
+    return kernel.reshape(height, width, in_channels, out_channels)
+
+
+def spatial_size(in_features: int, channels: int, source_name: str) -> int:
+    """Side of the square feature map that a first dense layer flattens.
+
+    Raises:
+        ConversionError: ``in_features`` is not ``channels * side * side``.
+    """
+    side = math.isqrt(in_features // channels) if channels and in_features % channels == 0 else 0
+    if side == 0 or side * side * channels != in_features:
+        raise ConversionError(
+            f"source layer {source_name!r} has {in_features} inputs, which is not "
+            f"{channels} channels times a square feature map; kzoo supports square inputs only. "
+            f"Received: in_features={in_features}, channels={channels}"
+        )
+    return side
+
+
+def dense_kernel_from_rows(
+    rows: Callable[[int, int], np.ndarray],
+    out_features: int,
+    in_features: int,
+    chw: tuple[int, int, int] | None = None,
+    done: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Build a Keras ``(in, out)`` dense kernel from a source ``(out, in)`` matrix.
+
+    Args:
+        rows: ``rows(start, stop)`` returns source rows ``start:stop`` as a ``(k, in)`` array
+            (a view of a memory map, a safetensors slice...), so the full source matrix never
+            needs a second in-memory copy. Called from worker threads.
+        out_features: Number of source rows.
+        in_features: Number of source columns.
+        chw: When the layer follows the last convolution, ``(C, H, W)``: the source
+            flattened its input in ``(C, H, W)`` order, Keras flattens ``(H, W, C)``.
+        done: Optional ``done(start, stop)``, called once rows ``start:stop`` are converted.
+
+    Returns:
+        The C-contiguous float32 kernel, shape ``(in_features, out_features)``.
+    """
+    channels, taps = (chw[0], chw[1] * chw[2]) if chw is not None else (in_features, 1)
+    kernel = permute_kernel(rows, out_features, channels, taps, done)
+    return kernel.reshape(in_features, out_features)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from kzoo.converters import _flat_layers
+from kzoo.converters.slots import flat_layers
 from kzoo.errors import ConversionError
 
 __all__ = ["assign"]
@@ -33,7 +33,7 @@ def assign(
     problems = []
     plan = []
     seen = set()
-    for layer in _flat_layers(model):
+    for layer in flat_layers(model):
         if not layer.weights:
             continue
         seen.add(layer.name)

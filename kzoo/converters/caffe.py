@@ -23,27 +23,23 @@ import contextlib
 import logging
 import math
 import mmap
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from kzoo.converters import (
-    Arrays,
-    SourceLayer,
-    WeightSlot,
+from kzoo.converters._layout import (
     as_float32,
     dense_kernel_from_rows,
-    pair_layers,
-    raise_mismatches,
-    shape_problems,
+    permute_kernel,
     spatial_size,
 )
-from kzoo.converters._layout import permute_kernel
 from kzoo.converters._mapped import map_file, row_access
+from kzoo.converters.pairing import LayerContext, Source, SourceLayer
+from kzoo.converters.slots import WeightSlot
 from kzoo.errors import ConversionError
 
-__all__ = ["convert", "read_layers"]
+__all__ = ["open_source", "read_layers"]
 
 logger = logging.getLogger("kzoo")
 
@@ -165,12 +161,22 @@ def read_layers(buf: mmap.mmap) -> list[tuple[SourceLayer, list[tuple[np.ndarray
                 "convert (only Convolution and InnerProduct)."
             )
         shapes = tuple(tuple(v.shape) for v, _ in blobs)
-        layers.append((SourceLayer(name, kind, shapes), blobs))
+        dtypes = tuple(v.dtype.name for v, _ in blobs)
+        layers.append((SourceLayer(name, kind, shapes, dtypes), blobs))
     return layers
 
 
+def _layer_converter(buf: mmap.mmap):
+    def convert_layer(
+        src: SourceLayer, blobs: list, slot: WeightSlot, context: LayerContext
+    ) -> list[np.ndarray]:
+        return _convert_layer(buf, src, blobs, context.flattened_channels)
+
+    return convert_layer
+
+
 def _convert_layer(
-    buf: mmap.mmap, src: SourceLayer, blobs: list, slot: WeightSlot, chw_channels: int | None
+    buf: mmap.mmap, src: SourceLayer, blobs: list, chw_channels: int | None
 ) -> list[np.ndarray]:
     (weight, offset), *rest = blobs
     # Legacy blobs are 4-D: biases (1, 1, 1, out), fc weights (1, 1, out, in)
@@ -193,15 +199,19 @@ def _convert_layer(
     return [dense_kernel_from_rows(rows, out_features, in_features, chw, done), *bias]
 
 
-def convert(path: Path, slots: Sequence[WeightSlot]) -> Arrays:
-    """Read a Caffe ``.caffemodel`` (V1 ``layers`` or V2 ``layer``) into arrays for ``slots``.
+@contextlib.contextmanager
+def open_source(path: Path) -> Iterator[Source]:
+    """Open a Caffe ``.caffemodel`` (V1 ``layers`` or V2 ``layer``) for conversion.
 
     Raises:
-        ConversionError: The file is truncated, garbled or does not fit the slots.
+        ConversionError: The file is truncated, garbled or holds no layers with weights.
     """
     buf = map_file(path, "Caffe weights")
     try:
-        return _convert(buf, slots, path)
+        layers = read_layers(buf)
+        if not layers:
+            raise ConversionError(f"{str(path)!r} holds no Caffe layers with weights")
+        yield Source(_FORMAT, layers, _layer_converter(buf))
     except _Garbled as error:
         raise ConversionError(
             f"{str(path)!r} is not a valid caffemodel ({error}); the file may be truncated or "
@@ -210,24 +220,3 @@ def convert(path: Path, slots: Sequence[WeightSlot]) -> Arrays:
     finally:
         with contextlib.suppress(BufferError):  # views still alive: the GC closes it later
             buf.close()
-
-
-def _convert(buf: mmap.mmap, slots: Sequence[WeightSlot], path: Path) -> Arrays:
-    layers = read_layers(buf)
-    if not layers:
-        raise ConversionError(f"{str(path)!r} holds no Caffe layers with weights")
-    pairs = pair_layers([src for src, _ in layers], slots, _FORMAT)
-    arrays: Arrays = {}
-    problems = []
-    previous_conv_channels = None
-    for index, slot in pairs:
-        src, blobs = layers[index]
-        chw = previous_conv_channels if src.kind == "dense" else None
-        converted = _convert_layer(buf, src, blobs, slot, chw)
-        problems += shape_problems(slot, src.name, [a.shape for a in converted])
-        arrays[slot.name] = converted
-        previous_conv_channels = src.shapes[0][0] if src.kind == "conv" else None
-    if problems:
-        raise_mismatches(_FORMAT, problems)
-    logger.debug("converted %d Caffe layers from %s", len(arrays), path)
-    return arrays

@@ -8,23 +8,18 @@ model's slots in order. Weights saved with a whole model live under ``model_weig
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from kzoo.converters import (
-    Arrays,
-    SourceLayer,
-    WeightSlot,
-    pair_layers,
-    raise_mismatches,
-    shape_problems,
-)
+from kzoo.converters.pairing import LayerContext, Source, SourceLayer
+from kzoo.converters.slots import WeightSlot
 from kzoo.errors import ConversionError
 
-__all__ = ["convert", "read_layers"]
+__all__ = ["open_source", "read_layers"]
 
 _FORMAT = "keras_h5"
 
@@ -61,32 +56,22 @@ def read_layers(h5: h5py.File) -> list[tuple[SourceLayer, list[h5py.Dataset]]]:
             continue  # pooling, flatten, input: no weights
         datasets = [group[n] for n in names]
         shapes = tuple(tuple(int(d) for d in ds.shape) for ds in datasets)
-        layers.append((SourceLayer(layer_name, _kind(shapes), shapes), datasets))
+        dtypes = tuple(ds.dtype.name for ds in datasets)
+        layers.append((SourceLayer(layer_name, _kind(shapes), shapes, dtypes), datasets))
     return layers
 
 
-def convert(path: Path, slots: Sequence[WeightSlot]) -> Arrays:
-    """Read a legacy Keras HDF5 weights file (top or notop) into arrays for ``slots``.
+@contextlib.contextmanager
+def open_source(path: Path) -> Iterator[Source]:
+    """Open a legacy Keras HDF5 weights file (top or notop) for conversion.
 
     Raises:
-        ConversionError: The file is not readable HDF5, lacks the Keras attributes, or its
-            layers do not fit the slots (every mismatch listed).
+        ConversionError: The file is not readable HDF5, lacks the Keras attributes, or is
+            damaged where a layer is read.
     """
     try:
         with h5py.File(path, "r") as h5:
-            layers = read_layers(h5)
-            pairs = pair_layers([src for src, _ in layers], slots, _FORMAT)
-            arrays: Arrays = {}
-            problems = []
-            for index, slot in pairs:
-                src, datasets = layers[index]
-                if src.shapes != slot.shapes:
-                    problems += shape_problems(slot, src.name, src.shapes)
-                    continue
-                arrays[slot.name] = [_read(ds) for ds in datasets]
-            if problems:
-                raise_mismatches(_FORMAT, problems)
-            return arrays
+            yield Source(_FORMAT, read_layers(h5), _convert_layer)
     except ConversionError:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as error:
@@ -94,6 +79,14 @@ def convert(path: Path, slots: Sequence[WeightSlot]) -> Arrays:
             f"cannot read Keras HDF5 weights {str(path)!r}: {error}. The file may be truncated "
             "or not an HDF5 file; delete it to download again."
         ) from error
+
+
+def _convert_layer(
+    src: SourceLayer, datasets: list[h5py.Dataset], slot: WeightSlot, context: LayerContext
+) -> list[np.ndarray]:
+    if src.shapes != slot.shapes:  # the loop reports it: stand-ins of the source's shapes, unread
+        return [np.broadcast_to(np.float32(0), shape) for shape in src.shapes]
+    return [_read(ds) for ds in datasets]
 
 
 def _read(dataset: h5py.Dataset) -> np.ndarray:

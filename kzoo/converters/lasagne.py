@@ -12,31 +12,21 @@ in ``(C, H, W)`` order.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kzoo.converters import (
-    Arrays,
-    SourceLayer,
-    WeightSlot,
-    conv_kernel,
-    pair_layers,
-    raise_mismatches,
-    shape_problems,
-    spatial_size,
-)
-from kzoo.converters._layout import swap_row_groups
+from kzoo.converters._layout import conv_kernel, spatial_size, swap_row_groups
 from kzoo.converters._mapped import offset_of, populate, release
 from kzoo.converters._safe_pickle import SafeUnpickler, load_mapped
+from kzoo.converters.pairing import LayerContext, Source, SourceLayer
+from kzoo.converters.slots import WeightSlot
 from kzoo.errors import ConversionError
 
-__all__ = ["SafeUnpickler", "convert", "read_lasagne_metadata", "safe_load"]
-
-logger = logging.getLogger("kzoo")
+__all__ = ["SafeUnpickler", "open_source", "read_lasagne_metadata", "safe_load"]
 
 _FORMAT = "lasagne"
 
@@ -119,7 +109,15 @@ def _group(params: list[np.ndarray]) -> list[tuple[SourceLayer, list[int]]]:
         else:
             layers[-1][1].append(index)
     return [
-        (SourceLayer(src.name, src.kind, tuple(params[i].shape for i in idx)), idx)
+        (
+            SourceLayer(
+                src.name,
+                src.kind,
+                tuple(params[i].shape for i in idx),
+                tuple(params[i].dtype.name for i in idx),
+            ),
+            idx,
+        )
         for src, idx in layers
     ]
 
@@ -138,22 +136,20 @@ def _copy(array: np.ndarray) -> np.ndarray:
     return np.array(array, dtype=np.float32, order="C")
 
 
-def convert(path: Path, slots: Sequence[WeightSlot]) -> Arrays:
-    """Read a Lasagne Recipes pickle into arrays for ``slots``.
+@contextlib.contextmanager
+def open_source(path: Path) -> Iterator[Source]:
+    """Open a Lasagne Recipes pickle for conversion, through the restricted unpickler.
 
     Raises:
         UnsafePickleError: The pickle asks for anything but numpy arrays.
-        ConversionError: The file is unreadable or its layers do not fit the slots.
+        ConversionError: The file is unreadable or not a Lasagne pickle.
     """
     data, buf = load_mapped(path, "Lasagne pickle")
     params = _as_dict(_text_keys(data), Path(path))["param values"]
-    layers = _group(params)
-    pairs = pair_layers([src for src, _ in layers], slots, _FORMAT)
-    arrays: Arrays = {}
-    problems = []
-    previous_conv_channels = None
-    for index, slot in pairs:
-        src, indices = layers[index]
+
+    def convert_layer(
+        src: SourceLayer, indices: list[int], slot: WeightSlot, context: LayerContext
+    ) -> list[np.ndarray]:
         sources = [params[i] for i in indices]
         spans = [_span(buf, array) for array in sources]
         for span in spans:
@@ -161,20 +157,15 @@ def convert(path: Path, slots: Sequence[WeightSlot]) -> Arrays:
         weight, *rest = sources
         if src.kind == "conv":
             kernel = conv_kernel(weight)
-            previous_conv_channels = weight.shape[0]
         else:
-            kernel = _dense_kernel(weight, previous_conv_channels, src.name)
-            previous_conv_channels = None
+            kernel = _dense_kernel(weight, context.flattened_channels, src.name)
         converted = [kernel, *(_copy(r) for r in rest)]
         for i, span in zip(indices, spans, strict=True):  # keep peak memory near the output
             params[i] = None
             release(buf, *span)
-        problems += shape_problems(slot, src.name, [a.shape for a in converted])
-        arrays[slot.name] = converted
-    if problems:
-        raise_mismatches(_FORMAT, problems)
-    logger.debug("converted %d Lasagne layers from %s", len(arrays), path)
-    return arrays
+        return converted
+
+    yield Source(_FORMAT, _group(params), convert_layer)
 
 
 def _span(buf: Any, array: np.ndarray) -> tuple[int, int]:

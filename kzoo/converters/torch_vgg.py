@@ -23,35 +23,29 @@ are read a slice of rows at a time, so they are never held twice in memory.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
-from kzoo.converters import (
-    Arrays,
-    SourceLayer,
-    WeightSlot,
+from kzoo.converters._layout import (
     as_float32,
     dense_kernel_from_rows,
-    pair_layers,
-    raise_mismatches,
-    shape_problems,
+    permute_kernel,
     spatial_size,
 )
-from kzoo.converters._layout import permute_kernel
 from kzoo.converters._mapped import map_file, row_access
+from kzoo.converters.pairing import LayerContext, Source, SourceLayer, raise_mismatches
+from kzoo.converters.slots import WeightSlot
 from kzoo.errors import ConversionError
 
-__all__ = ["convert", "read_layers"]
-
-logger = logging.getLogger("kzoo")
+__all__ = ["open_source", "read_layers"]
 
 _FORMAT = "safetensors_vgg"
 _SECTIONS = {"features": 0, "classifier": 1, "pre_logits.fc1": 1, "pre_logits.fc2": 2, "head.fc": 3}
@@ -59,6 +53,12 @@ _PREFIX = re.compile(r"^(features|classifier)\.(\d+)$|^(pre_logits\.fc[12]|head\
 _BN_KEYS = ("weight", "bias", "running_mean", "running_var")
 TORCH_BN_EPSILON = 1e-5
 _NUMPY_DTYPES = {"F32": "<f4", "F16": "<f2", "F64": "<f8"}
+# safetensors dtype codes by the NumPy name the checks read (BF16 has none: refused, named)
+_DTYPE_NAMES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+    "BOOL": "bool",
+}  # fmt: skip
 
 
 def _order(prefix: str) -> tuple[int, int]:
@@ -70,8 +70,12 @@ def _order(prefix: str) -> tuple[int, int]:
     return (_SECTIONS[match.group(3)], 0)
 
 
-def read_layers(handle: Any) -> list[tuple[SourceLayer, dict[str, str]]]:
+def read_layers(handle: Any, header: dict[str, Any]) -> list[tuple[SourceLayer, dict[str, str]]]:
     """Group an open safetensors file's keys into layers, in network order.
+
+    Args:
+        handle: The file opened with ``safetensors.safe_open``.
+        header: The file's JSON header (tensor key -> dtype, shape, data offsets).
 
     Returns:
         ``(SourceLayer, {"weight": key, "bias": key, ...})`` per module with weights.
@@ -106,7 +110,11 @@ def read_layers(handle: Any) -> list[tuple[SourceLayer, dict[str, str]]]:
             raise ConversionError(f"module {prefix!r} lacks {missing}. Received: {sorted(keys)}")
         ordered = {n: keys[n] for n in names}
         shapes = tuple(tuple(handle.get_slice(k).get_shape()) for k in ordered.values())
-        layers.append((SourceLayer(prefix, kind, shapes), ordered))
+        dtypes = tuple(
+            _DTYPE_NAMES.get(header[k]["dtype"], header[k]["dtype"].lower())
+            for k in ordered.values()
+        )
+        layers.append((SourceLayer(prefix, kind, shapes, dtypes), ordered))
     return layers
 
 
@@ -174,16 +182,18 @@ def _dense_chw(src: SourceLayer, channels: int | None) -> tuple[int, ...] | None
     return None
 
 
-def convert(path: Path, slots: Sequence[WeightSlot]) -> Arrays:
-    """Read a torchvision or timm VGG safetensors file into arrays for ``slots``.
+@contextlib.contextmanager
+def open_source(path: Path) -> Iterator[Source]:
+    """Open a torchvision or timm VGG safetensors file for conversion.
 
     Raises:
-        ConversionError: The file is not valid safetensors, has other keys, or does not fit
-            the slots (every mismatch listed).
+        ConversionError: The file is not valid safetensors or has keys of another layout.
     """
     try:
         with safe_open(str(path), framework="np") as handle:
-            return _convert(handle, _MappedWeights(path), slots, path)
+            weights = _MappedWeights(path)
+            converter = _Converter(handle, weights)
+            yield Source(_FORMAT, read_layers(handle, weights.header), converter.layer)
     except (SafetensorError, OSError, ValueError, TypeError, KeyError) as error:
         if isinstance(error, ConversionError):
             raise
@@ -193,52 +203,44 @@ def convert(path: Path, slots: Sequence[WeightSlot]) -> Arrays:
         ) from error
 
 
-def _convert(
-    handle: Any, weights: _MappedWeights, slots: Sequence[WeightSlot], path: Path
-) -> Arrays:
-    layers = read_layers(handle)
-    pairs = pair_layers([src for src, _ in layers], slots, _FORMAT)
-    arrays: Arrays = {}
-    problems = []
-    channels = None  # output channels of the last conv, while no dense layer came after it
-    pending_bias: np.ndarray | None = None  # a conv bias to fold into the next BN
-    for position, (index, slot) in enumerate(pairs):
-        src, keys = layers[index]
+class _Converter:
+    """Converts one layer after the other; a bias-free kzoo conv hands its bias to the BN."""
+
+    def __init__(self, handle: Any, weights: _MappedWeights) -> None:
+        self.handle, self.weights = handle, weights
+        self.pending_bias: np.ndarray | None = None  # a conv bias to fold into the next BN
+
+    def layer(
+        self, src: SourceLayer, keys: dict[str, str], slot: WeightSlot, context: LayerContext
+    ) -> list[np.ndarray]:
+        handle = self.handle
         if src.kind == "conv":
-            kernel, bias = (
-                weights.kernel(keys["weight"], taps=math.prod(src.shapes[0][2:])),
-                _tensor(handle, keys["bias"]),
-            )
-            channels = src.shapes[0][0]
+            kernel = self.weights.kernel(keys["weight"], taps=math.prod(src.shapes[0][2:]))
+            bias = _tensor(handle, keys["bias"])
             if len(slot.shapes) == 1:  # kzoo conv without bias: fold into the next BN
-                following = pairs[position + 1][1] if position + 1 < len(pairs) else None
+                following = context.next_slot
                 if following is None or following.kind != "batchnorm":
-                    problems.append(
-                        f"model layer {slot.name!r} has no bias but source layer {src.name!r} "
-                        "has one and no BatchNormalization follows to absorb it"
+                    raise_mismatches(
+                        _FORMAT,
+                        [
+                            f"model layer {slot.name!r} has no bias but source layer "
+                            f"{src.name!r} has one and no BatchNormalization follows to absorb it"
+                        ],
                     )
-                converted, pending_bias = [kernel], bias
-            else:
-                converted = [kernel, bias]
-        elif src.kind == "batchnorm":
+                self.pending_bias = bias
+                return [kernel]
+            return [kernel, bias]
+        if src.kind == "batchnorm":
             gamma, beta, mean, variance = (_tensor(handle, keys[n]) for n in _BN_KEYS)
             if slot.epsilon is not None and slot.epsilon != TORCH_BN_EPSILON:
                 ratio = (variance.astype(np.float64) + slot.epsilon) / (
                     variance.astype(np.float64) + TORCH_BN_EPSILON
                 )
                 gamma = as_float32(gamma * np.sqrt(ratio))
-            if pending_bias is not None and pending_bias.shape == mean.shape:
+            if self.pending_bias is not None and self.pending_bias.shape == mean.shape:
                 # BN(x + b) uses (x + b - mean): the same as BN(x) with mean - b
-                mean = mean - pending_bias
-            pending_bias = None
-            converted = [gamma, beta, mean, variance]
-        else:
-            chw = _dense_chw(src, channels)
-            converted = [weights.kernel(keys["weight"], chw=chw), _tensor(handle, keys["bias"])]
-            channels = None
-        problems += shape_problems(slot, src.name, [a.shape for a in converted])
-        arrays[slot.name] = converted
-    if problems:
-        raise_mismatches(_FORMAT, problems)
-    logger.debug("converted %d safetensors layers from %s", len(arrays), path)
-    return arrays
+                mean = mean - self.pending_bias
+            self.pending_bias = None
+            return [gamma, beta, mean, variance]
+        chw = _dense_chw(src, context.flattened_channels)
+        return [self.weights.kernel(keys["weight"], chw=chw), _tensor(handle, keys["bias"])]

@@ -1,0 +1,318 @@
+"""Every command and flag of ``kzoo``, and the checks that run before any of them does work.
+
+Each sub-command names its handler as ``(module, function)`` inside this package; the module
+is imported only when the command runs, so ``kzoo explain`` never imports Keras and ``kzoo
+models`` never imports the downloader. A command's ``checks`` (files that must exist, values in
+range) run first, before any download, model build or Keras import, so a wrong argument fails
+in a moment with a message that says what to change. Imports nothing of kzoo but its errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from kzoo.errors import KzooError
+
+__all__ = ["DEFAULT_HEAD", "make_parser", "parse_shape", "run_checks"]
+
+DEFAULT_HEAD = "GAP-FC256+D0.5-FC{classes}"
+Check = Callable[[argparse.Namespace], None]
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"160x160x3"`` -> ``(160, 160, 3)``, for ``--input-shape`` (argparse type)."""
+    try:
+        dims = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if not dims or any(d < 1 for d in dims):
+        raise argparse.ArgumentTypeError(
+            f"expected positive integers joined by 'x' in Keras order, e.g. 224x224x3; got {text!r}"
+        )
+    return dims
+
+
+# -- checks that run before the handler is imported ------------------------------------------
+
+
+def _files(*attributes: str, optional: Sequence[str] = ()) -> Check:
+    def check(args: argparse.Namespace) -> None:
+        for attribute in (*attributes, *optional):
+            values = getattr(args, attribute, None)
+            for value in values if isinstance(values, list) else [values]:
+                if value is None and attribute in optional:
+                    continue
+                path = Path(value).expanduser()
+                if not path.is_file():
+                    flag = "--" + attribute.replace("_", "-") if attribute in optional else ""
+                    what = f"{flag} file" if flag else "file"
+                    hint = "" if path.parent.is_dir() else f" (no folder {path.parent})"
+                    raise KzooError(f"no such {what}: {path}{hint}")
+
+    return check
+
+
+def _saved_model(attribute: str) -> Check:
+    def check(args: argparse.Namespace) -> None:
+        value = str(getattr(args, attribute))
+        if value.endswith(".keras") or "/" in value or "\\" in value:
+            _files(attribute)(args)
+
+    return check
+
+
+def _transfer_options(args: argparse.Namespace) -> None:
+    data, out = Path(args.data), Path(args.out)
+    if not data.is_dir():
+        raise KzooError(f"--data must be a folder of class sub-folders. Received: {data}")
+    if out.suffix != ".keras":
+        raise KzooError(f"--out must end in .keras. Received: {out}")
+    if not 0.0 <= args.validation_split < 1.0:
+        raise KzooError(f"--validation-split must be in [0, 1). Received: {args.validation_split}")
+    text = args.input_shape
+    try:
+        args.input_shape = parse_shape(text)
+    except argparse.ArgumentTypeError:
+        args.input_shape = ()
+    if len(args.input_shape) != 3:
+        raise KzooError(f"--input-shape must look like 160x160x3. Received: {text!r}")
+    if args.input_shape[2] not in (1, 3, 4):
+        raise KzooError(
+            f"images have 1, 3 or 4 channels. Received: --input-shape {args.input_shape}"
+        )
+    for flag in ("frozen_epochs", "fine_tune_epochs"):
+        if getattr(args, flag) < 0:
+            raise KzooError(f"--{flag.replace('_', '-')} must be 0 or more")
+    if args.batch_size < 1:
+        raise KzooError(f"--batch-size must be at least 1. Received: {args.batch_size}")
+    if args.base.endswith(".keras"):
+        _files("base")(args)
+
+
+def _positive_top(args: argparse.Namespace) -> None:
+    if args.top < 1:
+        raise KzooError(f"--top must be at least 1. Received: {args.top}")
+
+
+def run_checks(args: argparse.Namespace) -> None:
+    """Run the checks of the parsed command; raises KzooError on the first that fails."""
+    for check in getattr(args, "checks", ()):
+        check(args)
+
+
+# -- the parser -------------------------------------------------------------------------------
+
+
+def _command(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    handler: tuple[str, str],
+    *,
+    checks: Sequence[Check] = (),
+    **kwargs,
+) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(name, **kwargs)
+    parser.set_defaults(handler=handler, checks=tuple(checks))
+    return parser
+
+
+def _spec_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "spec", help="architecture string, e.g. '28x28x1:20C5-MP2-FC10', or a name like vgg19"
+    )
+    parser.add_argument(
+        "--input-shape", type=parse_shape, metavar="HxWxC", help="input shape, e.g. 224x224x3"
+    )
+    parser.add_argument(
+        "--dialect",
+        choices=("keras", "ciresan"),
+        help="'ciresan': valid convolutions, as the literature means them",
+    )
+    parser.add_argument("--padding", choices=("same", "valid"), default="same")
+
+
+def _add_dsl(subparsers: argparse._SubParsersAction) -> None:
+    explain = _command(
+        subparsers,
+        "explain",
+        ("dsl", "run_explain"),
+        help="per-layer output shapes and parameter counts of an architecture string",
+        description="Print each layer's name, output shape and parameters (no Keras needed).",
+    )
+    _spec_options(explain)
+    build = _command(
+        subparsers,
+        "build",
+        ("dsl", "run_build"),
+        help="build a Keras model from an architecture string",
+        description="Build the model, print its canonical string, optionally save it.",
+    )
+    _spec_options(build)
+    build.add_argument("--summary", action="store_true", help="print Keras's model summary")
+    build.add_argument("--save", metavar="PATH", help="save the model, e.g. model.keras")
+
+
+def _add_zoo(subparsers: argparse._SubParsersAction) -> None:
+    models = _command(subparsers, "models", ("zoo", "run_models"), help="list the zoo's models")
+    models.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'vgg1*'")
+    models.add_argument("--pretrained", action="store_true", help="list model.tag weight sources")
+    models.add_argument("-l", "--long", action="store_true", help="show details")
+    models.add_argument("--manifest", help="a user manifest merged over the built-in one")
+    models.add_argument(
+        "--architectures", action="store_true", help="list the named architectures instead"
+    )
+
+    weights = subparsers.add_parser("weights", help="list, fetch, import, verify, purge weights")
+    actions = weights.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def action(name: str, help: str, handler: str, target: str = "required"):
+        parser = _command(actions, name, ("zoo", handler), help=help)
+        if target == "required":
+            parser.add_argument("name", help="model or model.tag, e.g. vgg19 or vgg19.caffe")
+            parser.add_argument("tag", nargs="?", help="weights tag (default: the model's)")
+        elif target == "optional":
+            parser.add_argument("name", nargs="?", help="model or model.tag (default: all)")
+            parser.add_argument("tag", nargs="?", help="weights tag")
+        parser.add_argument("--manifest", help="a user manifest merged over the built-in one")
+        parser.add_argument("--cache-dir", help="cache root (default: KZOO_HOME)")
+        return parser
+
+    action("list", "show every weight source and whether it is cached", "run_list", "optional")
+    fetch = action("fetch", "download and verify a source's file(s)", "run_fetch")
+    fetch.add_argument("--notop", action="store_true", help="the file without the classifier")
+    fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    imp = action(
+        "import", "verify and install a file you obtained yourself", "run_import", "custom"
+    )
+    imp.add_argument("name", help="model or model.tag")
+    imp.add_argument("rest", nargs="+", metavar="[TAG] FILE", help="weights tag, then the file")
+    imp.add_argument("--notop", action="store_true", help="the file is the notop variant")
+    imp.set_defaults(checks=(_import_arguments,))
+    action("verify", "re-hash cached files against the manifest", "run_verify", "optional")
+    path = action("path", "print where a source's file is (or would be) cached", "run_path")
+    path.add_argument("--notop", action="store_true", help="the file without the classifier")
+    purge = action("purge", "delete cached raw and converted files", "run_purge", "optional")
+    purge.add_argument("--yes", action="store_true", help="really delete (else: dry run)")
+
+    classify = _command(
+        subparsers,
+        "classify",
+        ("zoo", "run_classify"),
+        checks=(_files("images", optional=("labels",)), _saved_model("model"), _positive_top),
+        help="top-k classes of images",
+    )
+    classify.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PIL reads)")
+    classify.add_argument("--model", default="vgg19", help="zoo model or a saved .keras file")
+    classify.add_argument("--weights", default=None, help="weights tag (default: the model's)")
+    classify.add_argument("--top", type=int, default=5, help="how many classes per image")
+    classify.add_argument("--labels", help="class names: a text file (one per line) or JSON")
+    classify.add_argument("--manifest", help="a user manifest merged over the built-in one")
+
+
+def _import_arguments(args: argparse.Namespace) -> None:
+    if len(args.rest) > 2:
+        raise KzooError(f"import takes NAME [TAG] FILE. Received: {' '.join(args.rest)}")
+    args.tag = args.rest[0] if len(args.rest) == 2 else None
+    args.file = args.rest[-1]
+    _files("file")(args)
+
+
+def _add_transfer(subparsers: argparse._SubParsersAction) -> None:
+    parser = _command(
+        subparsers,
+        "transfer",
+        ("transfer", "run_transfer"),
+        checks=(_transfer_options,),
+        help="fine-tune a pretrained network on a folder of images (one sub-folder per class)",
+        description="Freeze a pretrained base, train a new head, then fine-tune.",
+    )
+    parser.add_argument("--base", default="vgg19", help="zoo model name or a .keras file")
+    parser.add_argument("--data", required=True, help="folder with one sub-folder per class")
+    parser.add_argument(
+        "--head",
+        default=DEFAULT_HEAD,
+        help="DSL head; {classes} becomes the number of class folders (default: GAP-FC256+D0.5-"
+        "FC{classes})",
+    )
+    parser.add_argument("--frozen-epochs", type=int, default=3, help="phase 1 epochs")
+    parser.add_argument("--fine-tune-epochs", type=int, default=3, help="phase 2 epochs")
+    parser.add_argument("--out", required=True, help="where to save the model (.keras)")
+    parser.add_argument("--input-shape", default="224x224x3", help="HxWxC (default %(default)s)")
+    parser.add_argument("--validation-split", type=float, default=0.2, help="0 for none")
+    parser.add_argument("--weights", default="imagenet", help="weights tag or file; 'none'")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--cut", help="last base layer to keep (default: the head boundary)")
+    parser.add_argument("--unfreeze", default="all", help="'all', top N blocks, or a layer name")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="phase 1 rate")
+    parser.add_argument("--fine-tune-learning-rate", type=float, help="default: a tenth")
+    parser.add_argument("--bn", choices=("frozen", "train"), default="frozen")
+    parser.add_argument("--cache", choices=("auto", "yes", "no"), default="auto")
+    parser.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"))
+    parser.add_argument("--seed", type=int, default=0, help="split and initialisation seed")
+    parser.add_argument("--no-diagnostics", action="store_true", help="no training checks")
+    parser.add_argument("--manifest", help="a user manifest merged over the built-in one")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_plot(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "plot", help="draw kernels, saliency maps or training curves to a PNG"
+    )
+    commands = parser.add_subparsers(dest="plot_command", metavar="WHAT", required=True)
+    kernels = _command(
+        commands,
+        "kernels",
+        ("plot", "run_kernels"),
+        checks=(_files("model"),),
+        help="the first conv layer's kernels as a grid",
+    )
+    kernels.add_argument("model", type=Path, help="a saved model (.keras)")
+    kernels.add_argument("--layer", help="the conv layer to draw (default: the first Conv2D)")
+    kernels.add_argument("--out", type=Path, default=Path("kernels.png"), help="PNG to write")
+
+    saliency = _command(
+        commands,
+        "saliency",
+        ("plot", "run_saliency"),
+        checks=(_files("model", "image"),),
+        help="what the network looks at in an image",
+    )
+    saliency.add_argument("model", type=Path, help="a saved model (.keras)")
+    saliency.add_argument("image", type=Path, help="an image file, or a .npy array")
+    saliency.add_argument("--class", dest="class_index", type=int, help="class to explain")
+    saliency.add_argument("--out", type=Path, default=Path("saliency.png"), help="PNG to write")
+
+    history = _command(
+        commands,
+        "history",
+        ("plot", "run_history"),
+        checks=(_files("history"),),
+        help="training curves from a JSON history",
+    )
+    history.add_argument(
+        "history",
+        type=Path,
+        help='JSON: {"loss": [...], ...} or {"history": {...}, "phase_boundary": N}',
+    )
+    history.add_argument("--phase-boundary", type=int, help="epochs before fine-tuning")
+    history.add_argument("--out", type=Path, default=Path("history.png"), help="PNG to write")
+
+
+def make_parser(version: str) -> argparse.ArgumentParser:
+    """The argument parser of every command (imports no command's code).
+
+    Args:
+        version: What ``kzoo --version`` prints.
+    """
+    parser = argparse.ArgumentParser(
+        prog="kzoo",
+        description="Keras models from architecture strings, a pretrained zoo, transfer learning.",
+    )
+    parser.add_argument("--version", action="version", version=f"kzoo {version}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what kzoo does")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_add_dsl, _add_zoo, _add_transfer, _add_plot):
+        add(subparsers)
+    return parser

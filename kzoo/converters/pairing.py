@@ -1,0 +1,234 @@
+"""The one conversion loop: pair source layers with model slots, convert each, check it all.
+
+Every format reads its file into a :class:`Source` (its layers in file order, each with what
+the format needs to convert it, and a ``convert_layer`` function); :func:`convert_layers`
+does the rest the same way for all of them: match slots to source layers *in order* (names
+are not trusted across formats: Caffe says ``conv1_1``, torchvision ``features.0``; a model
+may cover only a prefix of the file, as ``include_top=False`` does), refuse integer arrays,
+convert layer by layer, check every converted shape and every value, and raise one
+:class:`~kzoo.errors.ConversionError` that lists every problem.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from kzoo.converters.slots import WeightSlot
+from kzoo.errors import ConversionError
+
+__all__ = [
+    "Arrays",
+    "LayerContext",
+    "Source",
+    "SourceLayer",
+    "convert_layers",
+    "pair_layers",
+    "raise_mismatches",
+    "shape_problems",
+]
+
+Arrays = dict[str, list[np.ndarray]]
+Payload = TypeVar("Payload")
+FLOAT_DTYPES = ("float16", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class SourceLayer:
+    """A layer of a source file, before conversion.
+
+    Attributes:
+        name: How the source names it (for error messages).
+        kind: ``"conv"``, ``"dense"`` or ``"batchnorm"``.
+        shapes: Its array shapes in the source layout.
+        dtypes: Its arrays' element types (NumPy names, ``"float32"``), where the reader
+            knows them; anything but a float type is refused.
+    """
+
+    name: str
+    kind: str
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LayerContext:
+    """What converting one layer may need to know about its neighbours.
+
+    Attributes:
+        previous: The source layer before it, or None for the first.
+        next_slot: The model slot after its own, or None for the last.
+    """
+
+    previous: SourceLayer | None
+    next_slot: WeightSlot | None
+
+    @property
+    def flattened_channels(self) -> int | None:
+        """Channels of the feature map a dense layer's input was flattened from.
+
+        The output channels of the conv (or BatchNorm) just before it; None after a dense
+        layer, whose output is flat already.
+        """
+        if self.previous is None or self.previous.kind not in ("conv", "batchnorm"):
+            return None
+        return self.previous.shapes[0][0]
+
+
+ConvertLayer = Callable[[SourceLayer, Any, WeightSlot, LayerContext], list[np.ndarray]]
+
+
+@dataclass
+class Source(Generic[Payload]):
+    """A weights file opened by its format's reader.
+
+    Attributes:
+        format: The format's name, for messages.
+        layers: The layers with weights in file order, each with the format's own handle on
+            its arrays (datasets, blob views, tensor keys, ...).
+        convert_layer: ``convert_layer(source_layer, payload, slot, context)`` returns the
+            Keras arrays for ``slot``, in ``layer.weights`` order.
+    """
+
+    format: str
+    layers: list[tuple[SourceLayer, Payload]]
+    convert_layer: ConvertLayer
+
+
+def convert_layers(source: Source, slots: Sequence[WeightSlot]) -> Arrays:
+    """Convert ``source`` into Keras arrays for ``slots``: the loop every format shares.
+
+    Returns:
+        float32 arrays keyed by layer name, in ``layer.weights`` order.
+
+    Raises:
+        ConversionError: Layers that do not line up, integer arrays, converted shapes that
+            differ from the slots (all listed in one error), or NaN/inf values (naming the
+            layer and what was found).
+    """
+    fmt = source.format
+    pairs = pair_layers([src for src, _ in source.layers], slots, fmt)
+    problems = [p for index, _ in pairs for p in dtype_problems(source.layers[index][0])]
+    if problems:
+        raise_mismatches(fmt, problems)
+    arrays: Arrays = {}
+    damaged = []
+    for position, (index, slot) in enumerate(pairs):
+        src, payload = source.layers[index]
+        context = LayerContext(
+            previous=source.layers[index - 1][0] if index else None,
+            next_slot=pairs[position + 1][1] if position + 1 < len(pairs) else None,
+        )
+        converted = source.convert_layer(src, payload, slot, context)
+        problems += shape_problems(slot, src.name, [a.shape for a in converted])
+        damaged += value_problems(slot, src.name, converted)
+        arrays[slot.name] = converted
+    if problems:
+        raise_mismatches(fmt, problems)
+    if damaged:
+        listing = "\n".join(f"  - {p}" for p in damaged)
+        raise ConversionError(
+            f"the {fmt} weights hold values that are not finite numbers:\n{listing}\n"
+            "The file is damaged (or was saved from a model whose training diverged); delete "
+            "it and fetch a good copy."
+        )
+    return arrays
+
+
+def pair_layers(
+    source: Sequence[SourceLayer], slots: Sequence[WeightSlot], fmt: str
+) -> list[tuple[int, WeightSlot]]:
+    """Match slots to source layers in order; the slots may cover a prefix of the source.
+
+    Raises:
+        ConversionError: More slots than source layers, or kinds that differ (all listed).
+    """
+    problems = []
+    model_kinds, file_kinds = _count_kinds(slots), _count_kinds(source)
+    if model_kinds != file_kinds and len(slots) >= len(source):
+        problems.append(f"the model has {model_kinds} layers, the {fmt} file {file_kinds}")
+    if len(slots) > len(source):
+        problems.append(
+            f"the model has {len(slots)} layers with weights but the {fmt} file has only "
+            f"{len(source)}: model layers {[s.name for s in slots[len(source) :]]} have no source"
+        )
+    pairs = []
+    for index, (src, slot) in enumerate(zip(source, slots, strict=False)):  # slots: a prefix
+        if src.kind != slot.kind:
+            problems.append(
+                f"model layer {slot.name!r} ({slot.kind} {list(slot.shapes)}) lines up with "
+                f"source layer {src.name!r} ({src.kind} {list(src.shapes)})"
+            )
+        pairs.append((index, slot))
+    if problems:
+        raise_mismatches(fmt, problems)
+    return pairs
+
+
+def _count_kinds(layers: Sequence[SourceLayer | WeightSlot]) -> str:
+    counts: dict[str, int] = {}
+    for layer in layers:
+        counts[layer.kind] = counts.get(layer.kind, 0) + 1
+    return ", ".join(f"{n} {kind}" for kind, n in counts.items())
+
+
+def raise_mismatches(fmt: str, problems: Sequence[str]) -> None:
+    """Raise one ConversionError that lists every problem."""
+    listing = "\n".join(f"  - {p}" for p in problems)
+    raise ConversionError(
+        f"the {fmt} weights do not fit the model ({len(problems)} problem(s)):\n{listing}\n"
+        "Check that the model matches the file's architecture (depth, widths, input size, "
+        "batch norm or not)."
+    )
+
+
+def shape_problems(
+    slot: WeightSlot, source_name: str, shapes: Sequence[Sequence[int]]
+) -> list[str]:
+    """Describe how converted array ``shapes`` differ from ``slot.shapes`` (empty when they fit)."""
+    got = tuple(tuple(int(d) for d in s) for s in shapes)
+    if got == slot.shapes:
+        return []
+    return [
+        f"model layer {slot.name!r} expects shapes {list(slot.shapes)} but source layer "
+        f"{source_name!r} converts to {list(got)}"
+    ]
+
+
+def dtype_problems(src: SourceLayer) -> list[str]:
+    """Describe the arrays of ``src`` that are not floats (empty when all are)."""
+    bad = [d for d in src.dtypes if d not in FLOAT_DTYPES]
+    if not bad:
+        return []
+    return [
+        f"source layer {src.name!r} holds {', '.join(sorted(set(bad)))} arrays where weights "
+        "are floating-point numbers"
+    ]
+
+
+def value_problems(slot: WeightSlot, source_name: str, arrays: Sequence[np.ndarray]) -> list[str]:
+    """Describe the NaN and infinite values in converted ``arrays`` (empty when all are finite).
+
+    One summing pass per array (a NaN or an infinity survives a sum, and a sum runs at memory
+    speed); only a non-finite sum is examined element by element.
+    """
+    found = []
+    for position, array in enumerate(arrays):
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = float(np.add.reduce(array, axis=None)) if array.size else 0.0
+        if math.isfinite(total):
+            continue
+        nans, infs = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+        if nans or infs:
+            what = ", ".join(
+                f"{n:,} {kind}" for n, kind in ((nans, "NaN"), (infs, "infinite")) if n
+            )
+            found.append(
+                f"model layer {slot.name!r} (source {source_name!r}), array {position} of "
+                f"shape {tuple(array.shape)}: {what} values"
+            )
+    return found

@@ -1,0 +1,208 @@
+"""The built-in tokens of the notation: their syntax, validation, shape rules and Keras class.
+
+Importing this module registers ``C``, ``FC``/``N``/``output``, ``F``, ``GAP``/``GMP``, ``BN``,
+``D``, ``MP``/``AP`` and the activations (:mod:`kzoo.dsl` imports it). Each entry of
+:data:`BUILTIN_TOKENS` is one token; adding a token is adding an entry. A shape rule maps an
+input shape and the layer's parameters to the output shape and parameter count; a validator
+rejects impossible numbers while parsing; ``keras_class`` names the ``keras.layers`` class the
+builder makes, with the planned parameters as its arguments. Pure Python: no Keras.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kzoo.dsl.tokens import ACTIVATIONS, ShapeProblem, TokenProblem, register_builtin
+
+Shape = tuple[int | None, ...]
+
+
+def format_shape(shape: Shape) -> str:
+    return "x".join("?" if d is None else str(d) for d in shape)
+
+
+def _spatial(shape: Shape, what: str) -> tuple[int | None, int | None, int | None]:
+    if len(shape) != 3:
+        raise ShapeProblem(
+            f"needs an image input (height x width x channels), got {format_shape(shape)}",
+            help=f"put {what} before the first FC / flatten, or give an HxWxC input shape",
+        )
+    return shape  # type: ignore[return-value]
+
+
+def _window(n: int | None, size: int, stride: int, dilation: int, padding: str) -> int | None:
+    if n is None:
+        return None
+    if padding == "same":
+        return -(-n // stride)
+    span = dilation * (size - 1) + 1
+    return (n - span) // stride + 1  # below 1 when the window does not fit
+
+
+def _conv_shape(shape: Shape, p: Mapping[str, Any]) -> tuple[Shape, int]:
+    h, w, c = _spatial(shape, "convolutions")
+    (kh, kw), (sh, sw), (dh, dw) = p["kernel_size"], p["strides"], p["dilation_rate"]
+    oh = _window(h, kh, sh, dh, p["padding"])
+    ow = _window(w, kw, sw, dw, p["padding"])
+    if (oh is not None and oh < 1) or (ow is not None and ow < 1):
+        raise ShapeProblem(
+            f"reduces {format_shape((h, w))} to {format_shape((oh, ow))}",
+            help="use 'same' padding (drop 'v'), a smaller kernel or a larger input",
+        )
+    if c is None:
+        raise ShapeProblem("needs a known number of input channels", help="give input_shape")
+    filters = p["filters"]
+    return (oh, ow, filters), kh * kw * c * filters + (filters if p["use_bias"] else 0)
+
+
+def _pool_shape(shape: Shape, p: Mapping[str, Any]) -> tuple[Shape, int]:
+    h, w, c = _spatial(shape, "pooling")
+    (kh, kw), (sh, sw) = p["pool_size"], p["strides"]
+    oh, ow = _window(h, kh, sh, 1, "valid"), _window(w, kw, sw, 1, "valid")
+    if (oh is not None and oh < 1) or (ow is not None and ow < 1):
+        raise ShapeProblem(
+            f"reduces {format_shape((h, w))} to {format_shape((oh, ow))}",
+            help="use fewer or smaller pooling layers, 'same' padding, or a larger input",
+        )
+    return (oh, ow, c), 0
+
+
+def _global_pool_shape(shape: Shape, p: Mapping[str, Any]) -> tuple[Shape, int]:
+    return (_spatial(shape, "global pooling")[2],), 0
+
+
+def _flatten_shape(shape: Shape, p: Mapping[str, Any]) -> tuple[Shape, int]:
+    size = None if None in shape else math.prod(shape)  # type: ignore[arg-type]
+    return (size,), 0
+
+
+def _dense_shape(shape: Shape, p: Mapping[str, Any]) -> tuple[Shape, int]:
+    if len(shape) != 1:
+        raise ShapeProblem(
+            f"needs a flat input, got {format_shape(shape)}", help="add 'F' before it"
+        )
+    if shape[0] is None:
+        raise ShapeProblem(
+            "needs a known input size, but the input has unknown dimensions",
+            help="give a full input_shape, or use 'GAP' instead of a flatten before the FC",
+        )
+    units = p["units"]
+    return (units,), shape[0] * units + (units if p["use_bias"] else 0)
+
+
+def _bn_shape(shape: Shape, p: Mapping[str, Any]) -> tuple[Shape, int]:
+    if shape[-1] is None:
+        raise ShapeProblem("needs a known number of channels", help="give input_shape")
+    return shape, 4 * shape[-1]  # gamma, beta, moving mean, moving variance
+
+
+def _same_shape(shape: Shape, p: Mapping[str, Any]) -> tuple[Shape, int]:
+    return shape, 0
+
+
+def _whole(p: Mapping[str, Any], names: Sequence[str], what: str, example: str) -> None:
+    for name in names:
+        value = p.get(name)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise TokenProblem(f"{what} must be a whole number >= 1, got {value}", help=example)
+
+
+def _check_conv(p: Mapping[str, Any]) -> None:
+    _whole(p, ("filters",), "the number of filters", "e.g. '64C3'")
+    _whole(p, ("kernel", "kernel_w"), "the kernel size", "e.g. '64C3' or '64C1,7'")
+    _whole(p, ("strides", "dilation"), "stride and dilation", "e.g. '64C3s2' or '64C3d2'")
+    if (p.get("strides") or 1) > 1 and (p.get("dilation") or 1) > 1:
+        raise TokenProblem(
+            "a convolution cannot have both stride and dilation above 1 (Keras refuses it)",
+            help="keep one of 's' and 'd'",
+        )
+
+
+def _check_units(p: Mapping[str, Any]) -> None:
+    _whole(p, ("units",), "the number of units", "e.g. 'FC256'")
+    if p.get("head") is not None and p["head"] not in ACTIVATIONS:
+        raise TokenProblem(
+            f"unknown head activation {p['head']!r}", help=f"one of {', '.join(ACTIVATIONS)}"
+        )
+
+
+def _check_pool(p: Mapping[str, Any]) -> None:
+    _whole(p, ("size", "size_w", "strides"), "pool size and stride", "e.g. 'MP2' or 'MP3s2'")
+
+
+def _check_rate(p: Mapping[str, Any]) -> None:
+    rate = p["rate"]
+    if not 0 <= rate < 1:
+        hint = (
+            f"did you mean 'D{rate / 100!r}'?"
+            if isinstance(rate, int) and 1 <= rate < 100
+            else "e.g. 'D0.5'"
+        )
+        raise TokenProblem(f"dropout rate {rate} is not in [0, 1)", help=hint)
+
+
+_CONV_FLAGS = {"s": ("strides", int), "d": ("dilation", int), "v": ("valid", bool)}
+_DENSE: dict[str, Any] = dict(
+    role="dense", keras_class="Dense", kwargs=("init", "head"), shape=_dense_shape,
+    validate=_check_units,
+)  # fmt: skip
+_POOL: dict[str, Any] = dict(
+    role="pool", args=("size", "size_w"), min_args=1, flags={"s": ("strides", int)},
+    shape=_pool_shape, validate=_check_pool,
+)  # fmt: skip
+
+#: One declaration per token, in the arguments of :func:`kzoo.dsl.tokens.register_builtin`.
+BUILTIN_TOKENS: tuple[dict[str, Any], ...] = (
+    dict(
+        keyword="C", keras_class="Conv2D", role="conv", count="filters", count_required=True,
+        args=("kernel", "kernel_w"), min_args=1, flags=_CONV_FLAGS, kwargs=("init",),
+        shape=_conv_shape, validate=_check_conv,
+        doc="convolution: filters, 'C', kernel size, e.g. '64C3', '64C1,7', '64C3s2'",
+    ),
+    dict(keyword="FC", args=("units",), doc="dense layer, e.g. 'FC256'", **_DENSE),
+    dict(
+        keyword="N", count="units", count_required=True, alias_of="FC",
+        doc="dense layer in the literature's notation, e.g. '150N' (printed 'FC150')", **_DENSE,
+    ),
+    dict(
+        keyword="output", args=("units",), doc="the classifier head, e.g. 'output10' (softmax)",
+        **_DENSE,
+    ),
+    dict(keyword="F", keras_class="Flatten", role="flatten", shape=_flatten_shape, doc="flatten"),
+    dict(
+        keyword="GAP", keras_class="GlobalAveragePooling2D", role="global_pool",
+        shape=_global_pool_shape, doc="global average pooling",
+    ),
+    dict(
+        keyword="GMP", keras_class="GlobalMaxPooling2D", role="global_pool",
+        shape=_global_pool_shape, doc="global max pooling",
+    ),
+    dict(
+        keyword="BN", keras_class="BatchNormalization", role="batchnorm", modifier=True,
+        shape=_bn_shape, doc="batch normalisation, standalone 'BN' or attached '+BN'",
+    ),
+    dict(
+        keyword="D", keras_class="Dropout", role="dropout", args=("rate",), modifier=True,
+        shape=_same_shape, validate=_check_rate, doc="dropout, e.g. 'D0.5' or '+D0.5'",
+    ),
+    dict(
+        keyword="MP", keras_class="MaxPooling2D", doc="max pooling, e.g. 'MP2' or 'MP3s2'",
+        **_POOL,
+    ),
+    dict(
+        keyword="AP", keras_class="AveragePooling2D",
+        doc="average pooling, e.g. 'AP2' or 'AP3s2'", **_POOL,
+    ),
+    *(
+        dict(
+            keyword=name, keras_class="Activation", role="activation", modifier=True,
+            shape=_same_shape, doc=f"{name} activation, standalone or attached '+{name}'",
+        )
+        for name in ACTIVATIONS
+    ),
+)  # fmt: skip
+
+for _declaration in BUILTIN_TOKENS:
+    register_builtin(**_declaration)

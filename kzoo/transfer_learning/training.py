@@ -1,0 +1,491 @@
+"""Transfer learning in a few lines: cut a pretrained base, freeze it, add a DSL head, train twice.
+
+>>> clf = kzoo.transfer("vgg19", head="GAP-FC256+D0.5-FC5", input_shape=(160, 160, 3))
+>>> clf.fit(train_ds, validation_data=val_ds, frozen_epochs=3, fine_tune_epochs=5)
+>>> clf.model.save("flowers.keras")
+
+``clf.model`` is ``inputs -> [augmentation] -> base(x, training=False) -> head``. The base keeps
+its in-graph preprocessing, so users feed RGB 0-255. Phase 1 trains the head with the base
+frozen, on cached base features when that is provably equivalent; phase 2 unfreezes all or
+part of the base and trains at a lower learning rate, pretrained layers lower still. Both
+phases recompile with a fresh optimizer, so no stale ``trainable`` state is ever trained.
+
+This module holds :func:`transfer` and :class:`Transfer`; the pieces they use live beside it:
+:mod:`.parts` (the cut base, the head, defaults), :mod:`.caching` (when phase 1 may run on
+cached features, and how), :mod:`.unfreeze` (which layers phase 2 trains) and :mod:`.rates`
+(each phase's optimizer and its per-group learning rates).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import keras
+
+from kzoo.diagnostics import TrainingDiagnostics
+from kzoo.errors import TransferError
+from kzoo.taps import walk
+from kzoo.transfer_learning.caching import (
+    HEAD_STEPS_PER_EXECUTION,
+    OnFullModel,
+    can_cache,
+    extract,
+    unpack_validation,
+)
+from kzoo.transfer_learning.parts import (
+    cut_base,
+    default_loss,
+    has_gpu,
+    input_shape_of,
+    resolve_base,
+    resolve_head,
+)
+from kzoo.transfer_learning.rates import fresh_optimizer, scale_learning_rates
+from kzoo.transfer_learning.unfreeze import select_layers
+
+__all__ = ["Transfer", "TransferHistory", "transfer"]
+
+logger = logging.getLogger("kzoo")
+
+BN_POLICIES = ("frozen", "train")
+CACHE_CHOICES = ("auto", True, False)
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def transfer(
+    base: str | keras.Model,
+    head: str | keras.Model = "GAP-FC256+D0.5-FC5",
+    *,
+    cut: str | None = None,
+    input_shape: Sequence[int] | None = None,
+    weights: str | None = "imagenet",
+    bn: str = "frozen",
+    cache_features: str | bool = "auto",
+    precision: str | None = None,
+    augmentation: keras.layers.Layer | Sequence[keras.layers.Layer] | None = None,
+    optimizer: str | keras.optimizers.Optimizer = "adam",
+    learning_rate: float = 1e-3,
+    fine_tune_learning_rate: float | None = None,
+    pretrained_lr_multiplier: float = 0.1,
+    loss: Any = None,
+    metrics: Sequence[Any] | None = None,
+    manifest: Any = None,
+    name: str | None = None,
+) -> Transfer:
+    """Cut a pretrained base, freeze it and put a new head from the DSL on top.
+
+    Args:
+        base: A zoo name (``"vgg19"``, loaded without its top and with its preprocessing
+            layer), or any Keras model (a ``kzoo.load``-ed or ``kzoo.build``-ed one included).
+        head: A DSL string built on the base's output shape with layer names prefixed
+            ``head_`` (``"GAP-FC256+D0.5-FC5"``), or a Keras model taking the base's output.
+        cut: The name of the last base layer to keep. Default: the head boundary (for a zoo
+            name, the manifest's; for a Keras model, the layer before its first Flatten or
+            global pooling, else before its trailing Dense/Dropout layers).
+        input_shape: The image shape ``(H, W, C)``; any size works once the FC head is gone.
+        weights: The zoo weights tag when ``base`` is a name (None for random weights).
+        bn: ``"frozen"`` (default, the Keras guide's policy: the base runs with
+            ``training=False``, so BatchNorm keeps its statistics in both phases) or
+            ``"train"`` (fastai's: unfrozen BatchNorm layers update their statistics).
+        cache_features: ``"auto"`` caches the base's output for the frozen phase where that
+            is provably the same as running it every epoch, ``True`` insists (and refuses
+            augmented inputs), ``False`` never caches.
+        precision: ``"float32"``, ``"mixed_bfloat16"`` or ``"mixed_float16"`` for the base;
+            default mixed_bfloat16 on a GPU and float32 on a CPU. The head, softmax included,
+            always computes in float32. A base given as a Keras model keeps the precision it
+            was built with.
+        augmentation: Random preprocessing layer(s) placed before the base, active only while
+            training. Their presence turns feature caching off.
+        optimizer: An optimizer name or an instance used as a template; every phase gets a
+            fresh one built from it.
+        learning_rate: Phase 1 (head) learning rate.
+        fine_tune_learning_rate: Phase 2 learning rate of the new layers; default
+            ``learning_rate / 10``.
+        pretrained_lr_multiplier: Phase 2 learning rate of pretrained layers relative to the
+            new ones (0.1: as in the talk's 3e-4 / 3e-5).
+        loss: Default: sparse categorical cross-entropy for a softmax head, binary
+            cross-entropy for a sigmoid one, mean squared error otherwise.
+        metrics: Default ``["accuracy"]`` for classifiers.
+        manifest: Passed to ``kzoo.load`` when ``base`` is a name.
+        name: The combined model's name.
+
+    Returns:
+        A :class:`Transfer`; train it with ``fit`` or ``fit_frozen`` and ``fine_tune``.
+
+    Raises:
+        TransferError: A bad cut point, policy, precision or input shape.
+    """
+    _check_choice("bn", bn, BN_POLICIES)
+    _check_choice("cache_features", cache_features, CACHE_CHOICES)
+    if precision is not None:
+        _check_choice("precision", precision, PRECISIONS)
+    precision = precision or ("mixed_bfloat16" if has_gpu() else "float32")
+    source = resolve_base(base, weights, input_shape, precision, manifest)
+    base_model = cut_base(source, cut)
+    feature_shape = tuple(base_model.output.shape[1:])
+    head_model = resolve_head(head, feature_shape)
+    return Transfer(
+        base_model,
+        head_model,
+        input_shape=input_shape_of(base_model, input_shape),
+        bn=bn,
+        cache_features=cache_features,
+        augmentation=augmentation,
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+        fine_tune_learning_rate=fine_tune_learning_rate,
+        pretrained_lr_multiplier=pretrained_lr_multiplier,
+        loss=loss,
+        metrics=metrics,
+        precision=precision,
+        name=name,
+    )
+
+
+class TransferHistory(keras.callbacks.History):
+    """One History across both phases.
+
+    Attributes:
+        history: Metric name -> one value per epoch, both phases in order.
+        epoch: The epoch indices.
+        phase_boundary: The number of epochs trained before fine-tuning started (index of
+            the first fine-tuning epoch in ``epoch``); None before any fine-tuning.
+        phases: ``"frozen"`` or ``"fine_tune"`` per epoch.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: dict[str, list[float]] = {}
+        self.epoch: list[int] = []
+        self.phases: list[str] = []
+        self.phase_boundary: int | None = None
+
+    def _extend(self, phase: str, run: keras.callbacks.History) -> None:
+        if phase == "fine_tune" and self.phase_boundary is None:
+            self.phase_boundary = len(self.epoch)
+        for key, values in run.history.items():
+            column = self.history.setdefault(key, [math.nan] * len(self.epoch))
+            column.extend(float(v) for v in values)
+        self.epoch.extend(run.epoch)
+        self.phases.extend([phase] * len(run.epoch))
+        for column in self.history.values():  # metrics missing from this phase
+            column.extend([math.nan] * (len(self.epoch) - len(column)))
+
+
+class Transfer:
+    """A frozen base and a new head, trained in two phases.
+
+    Attributes:
+        model: The combined Functional model, ``inputs -> base(x, training=False) -> head``;
+            save it with ``model.save("name.keras")``.
+        base: The cut, pretrained part (a Functional sub-model of ``model``).
+        head: The new layers (a Functional sub-model of ``model``, layer names ``head_*``).
+        history: The :class:`TransferHistory` of every phase run so far.
+    """
+
+    def __init__(
+        self,
+        base: keras.Model,
+        head: keras.Model,
+        *,
+        input_shape: tuple[int | None, ...],
+        bn: str = "frozen",
+        cache_features: str | bool = "auto",
+        augmentation: keras.layers.Layer | Sequence[keras.layers.Layer] | None = None,
+        optimizer: str | keras.optimizers.Optimizer = "adam",
+        learning_rate: float = 1e-3,
+        fine_tune_learning_rate: float | None = None,
+        pretrained_lr_multiplier: float = 0.1,
+        loss: Any = None,
+        metrics: Sequence[Any] | None = None,
+        precision: str = "float32",
+        name: str | None = None,
+    ) -> None:
+        self.base, self.head, self.bn = base, head, bn
+        self.cache_features = cache_features
+        self.optimizer, self.learning_rate = optimizer, learning_rate
+        self.fine_tune_learning_rate = fine_tune_learning_rate
+        self.pretrained_lr_multiplier = pretrained_lr_multiplier
+        self.precision = precision
+        self.loss, self.metrics = default_loss(head, loss, metrics)
+        self.history = TransferHistory()
+        self._trained: keras.Model | None = None  # the model compiled last (full or head)
+        self._strategy = _current_tf_strategy()
+        if isinstance(augmentation, Sequence):
+            augmentation = keras.Sequential(list(augmentation), name="augmentation")
+        self.augmentation = augmentation
+        inputs = keras.Input(input_shape, name="image")
+        x = augmentation(inputs) if augmentation is not None else inputs
+        # The Keras guide's training=False. Keras 3's Functional.call overrides it with the
+        # outer model's flag, so _unfreeze() also keeps BatchNorm layers frozen (bn="frozen").
+        x = base(x, training=False) if bn == "frozen" else base(x)
+        self.model = keras.Model(inputs, head(x), name=name or f"{base.name}_transfer")
+        self._freeze()
+
+    # -- the two phases -------------------------------------------------------------------
+
+    def fit(
+        self,
+        x: Any,
+        y: Any = None,
+        *,
+        frozen_epochs: int = 3,
+        fine_tune_epochs: int = 3,
+        unfreeze: str | int = "all",
+        **kwargs: Any,
+    ) -> TransferHistory:
+        """Train the head with the base frozen, then fine-tune; see ``fit_frozen``/``fine_tune``.
+
+        Args:
+            x: Inputs (array, ``tf.data.Dataset`` of ``(x, y)``, generator, PyDataset).
+            y: Targets when ``x`` is an array.
+            frozen_epochs: Phase 1 epochs (0 skips it).
+            fine_tune_epochs: Phase 2 epochs (0 skips it).
+            unfreeze: Which part of the base phase 2 trains (see ``fine_tune``).
+            **kwargs: Passed to both phases (``validation_data``, ``batch_size``,
+                ``callbacks``, ``verbose``, ``diagnostics``, other ``Model.fit`` arguments),
+                except ``cache_features``/``head_batch_size`` (phase 1 only) and
+                ``learning_rate``/``pretrained_lr_multiplier`` (phase 2 only).
+
+        Returns:
+            The history of both phases, with ``phase_boundary`` set.
+        """
+        frozen_only = {
+            k: kwargs.pop(k) for k in ("cache_features", "head_batch_size") if k in kwargs
+        }
+        tune_only = {
+            k: kwargs.pop(k) for k in ("learning_rate", "pretrained_lr_multiplier") if k in kwargs
+        }
+        if frozen_epochs:
+            self.fit_frozen(x, y, epochs=frozen_epochs, **frozen_only, **kwargs)
+            if self.model.stop_training:  # early stopping ends the whole run
+                return self.history
+        if fine_tune_epochs:
+            self.fine_tune(
+                x, y, epochs=fine_tune_epochs, unfreeze=unfreeze, **tune_only, **kwargs
+            )  # fmt: skip
+        return self.history
+
+    def fit_frozen(
+        self,
+        x: Any,
+        y: Any = None,
+        *,
+        epochs: int = 3,
+        validation_data: Any = None,
+        batch_size: int | None = None,
+        callbacks: Sequence[keras.callbacks.Callback] | None = None,
+        cache_features: str | bool | None = None,
+        head_batch_size: int | None = None,
+        diagnostics: bool = True,
+        verbose: Any = "auto",
+        **fit_kwargs: Any,
+    ) -> keras.callbacks.History:
+        """Phase 1: train only the head, the base frozen.
+
+        Args:
+            x, y, validation_data, batch_size, callbacks, verbose, fit_kwargs: As for
+                ``keras.Model.fit``.
+            epochs: Epochs to train.
+            cache_features: Overrides the ``transfer()`` setting for this call.
+            head_batch_size: Batch size for the head on cached features (default
+                ``batch_size``: the same updates as without caching; larger is faster).
+            diagnostics: Attach ``kzoo.TrainingDiagnostics``.
+
+        Returns:
+            This phase's ``History``.
+        """
+        self._freeze()
+        setting = self.cache_features if cache_features is None else cache_features
+        _check_choice("cache_features", setting, CACHE_CHOICES)
+        callbacks = _with_diagnostics(callbacks, diagnostics)
+        offset = len(self.history.epoch)
+        args = {"epochs": offset + epochs, "initial_epoch": offset, "verbose": verbose}
+        with self._scope():
+            if can_cache(self.base, self.augmentation, x, validation_data, setting, fit_kwargs):
+                run = self._fit_cached(
+                    x, y, validation_data, batch_size, head_batch_size, callbacks, args,
+                    fit_kwargs,
+                )  # fmt: skip
+            else:
+                self._compile(self.model, self.learning_rate)
+                self.model.stop_training = False
+                run = self.model.fit(
+                    x, y, validation_data=validation_data, batch_size=batch_size,
+                    callbacks=callbacks, **args, **fit_kwargs,
+                )  # fmt: skip
+        self.history._extend("frozen", run)
+        return run
+
+    def fine_tune(
+        self,
+        x: Any,
+        y: Any = None,
+        *,
+        epochs: int = 3,
+        unfreeze: str | int = "all",
+        learning_rate: float | None = None,
+        pretrained_lr_multiplier: float | None = None,
+        validation_data: Any = None,
+        batch_size: int | None = None,
+        callbacks: Sequence[keras.callbacks.Callback] | None = None,
+        diagnostics: bool = True,
+        verbose: Any = "auto",
+        **fit_kwargs: Any,
+    ) -> keras.callbacks.History:
+        """Phase 2: unfreeze part of the base and train everything at a lower learning rate.
+
+        Args:
+            x, y, validation_data, batch_size, callbacks, verbose, fit_kwargs: As for
+                ``keras.Model.fit``.
+            epochs: Epochs to train.
+            unfreeze: ``"all"``; an int N, the top N blocks (``block5``, ``block4``, ...; a
+                weighted layer counts as a block when names carry no ``blockN_`` prefix); or
+                a layer name: that layer and every layer after it.
+            learning_rate: The new layers' rate; default ``fine_tune_learning_rate``, else a
+                tenth of the phase 1 rate.
+            pretrained_lr_multiplier: Pretrained layers' rate relative to ``learning_rate``.
+            diagnostics: Attach ``kzoo.TrainingDiagnostics``.
+
+        Returns:
+            This phase's ``History``.
+        """
+        selected = self._unfreeze(unfreeze)
+        lr = next(
+            rate
+            for rate in (learning_rate, self.fine_tune_learning_rate, self.learning_rate / 10)
+            if rate is not None
+        )
+        ratio = self.pretrained_lr_multiplier
+        ratio = ratio if pretrained_lr_multiplier is None else pretrained_lr_multiplier
+        logger.info(
+            "fine-tuning %d base layers at learning rate %g (pretrained: %g)",
+            len(selected), lr, lr * ratio,
+        )  # fmt: skip
+        offset = len(self.history.epoch)
+        with self._scope():
+            pretrained = [v for v in self.base.trainable_variables]
+            self._compile(self.model, lr, {id(v): ratio for v in pretrained})
+            self.model.stop_training = False
+            run = self.model.fit(
+                x, y, validation_data=validation_data, batch_size=batch_size,
+                callbacks=_with_diagnostics(callbacks, diagnostics),
+                epochs=offset + epochs, initial_epoch=offset, verbose=verbose, **fit_kwargs,
+            )  # fmt: skip
+        self.history._extend("fine_tune", run)
+        return run
+
+    def learning_rates(self) -> dict[str, float]:
+        """Variable path -> the learning rate the current optimizer applies to it."""
+        model = self._trained
+        if model is None:
+            return {}
+        optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+        base = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        scale = getattr(optimizer, "kzoo_lr_multipliers", {})
+        return {v.path: base * scale.get(id(v), 1.0) for v in model.trainable_variables}
+
+    def _fit_cached(
+        self, x, y, validation_data, batch_size, head_batch_size, callbacks, args, kw
+    ) -> keras.callbacks.History:
+        """Phase 1 on features computed once; the head's weights are the full model's."""
+        predict_batch = max(batch_size or 32, 128)
+        features, targets, own_batch = extract(self.base, x, y, predict_batch)
+        # a dataset brings its own batching: keep it, so the head gets the same updates
+        batch = head_batch_size or batch_size or own_batch or 32
+        if validation_data is not None:
+            vx, vy = unpack_validation(validation_data)
+            vf, (vt, vw), _ = extract(self.base, vx, vy, predict_batch)
+            validation_data = (vf, vt) if vw is None else (vf, vt, vw)
+        # Several steps per call keep the tiny head from being overhead-bound (the updates are
+        # the same); Keras' multi-step loop fails under tf.distribute, and its torch trainer
+        # refuses steps_per_execution > 1, so one step per call there.
+        steps = min(HEAD_STEPS_PER_EXECUTION, math.ceil(len(features) / batch))
+        if self._strategy is not None or keras.backend.backend() == "torch":
+            steps = 1
+        self._compile(self.head, self.learning_rate, steps=steps)
+        self.model.stop_training = self.head.stop_training = False
+        callbacks = [OnFullModel(c, self.model) for c in callbacks]
+        run = self.head.fit(
+            features, targets[0], sample_weight=targets[1], validation_data=validation_data,
+            batch_size=batch, callbacks=callbacks, **args, **kw,
+        )  # fmt: skip
+        # so that self.model.evaluate()/predict() work right after a cached phase
+        self._compile(self.model, self.learning_rate)
+        self.model.stop_training = self.head.stop_training  # compile() resets it
+        return run
+
+    # -- freezing ------------------------------------------------------------------------
+
+    def _freeze(self) -> None:
+        self.base.trainable = False
+        self.head.trainable = True
+
+    def _unfreeze(self, unfreeze: str | int) -> list[str]:
+        selected = select_layers(self.base, unfreeze)
+        self.base.trainable = True  # sets every sub-layer; then re-freeze the rest
+        for layer in self.base.layers:
+            layer.trainable = layer.name in selected
+        if self.bn == "frozen":
+            # A Functional model passes its own `training` flag to every layer it calls, so
+            # the recorded training=False does not survive fit(): a frozen BatchNorm (Keras 3
+            # runs those in inference mode) is what keeps the statistics.
+            for layer in walk(self.base):
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False
+        self.head.trainable = True
+        return selected
+
+    # -- compiling ------------------------------------------------------------------------
+
+    def _compile(self, model: keras.Model, lr: float, multipliers=None, steps: int = 1) -> None:
+        optimizer = fresh_optimizer(self.optimizer, lr)
+        if multipliers and any(m != 1.0 for m in multipliers.values()):
+            scale_learning_rates(optimizer, multipliers)
+        if self.precision == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        model.compile(
+            optimizer=optimizer, loss=self.loss, metrics=self.metrics, steps_per_execution=steps
+        )
+        self._trained = model
+
+    @contextlib.contextmanager
+    def _scope(self) -> Iterator[None]:
+        # Variables (optimizer slots included) must be created in the strategy they will be
+        # used with, even when fit() is called outside the user's `with strategy.scope()`.
+        if self._strategy is None:
+            yield
+            return
+        with self._strategy.scope():
+            yield
+
+
+# -- callbacks, strategy, checks -----------------------------------------------------------
+
+
+def _with_diagnostics(callbacks: Any, diagnostics: bool) -> list:
+    callbacks = list(callbacks or [])
+    if not diagnostics:
+        return callbacks
+    if not any(isinstance(c, TrainingDiagnostics) for c in callbacks):
+        callbacks.append(TrainingDiagnostics())
+    return callbacks
+
+
+def _current_tf_strategy() -> Any:
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
+    if not any(value is c or (isinstance(c, str) and value == c) for c in choices):
+        raise TransferError(
+            f"{name} must be one of {', '.join(map(repr, choices))}. Received: {name}={value!r}"
+        )
