@@ -27,8 +27,7 @@ Imports nothing of kzoo but :mod:`kzoo.suggest`, the did-you-mean it shares with
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from typing import NamedTuple
 
 from kzoo.suggest import closest
 
@@ -50,9 +49,11 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Hint:
+class Hint(NamedTuple):
     """A fix an error suggests, as data.
+
+    A named tuple rather than a dataclass: ``import kzoo`` imports this module, and the
+    dataclasses module alone would triple its cost.
 
     Attributes:
         action: What to do, e.g. ``"import_weights"`` or ``"give_input_shape"``; the command
@@ -63,13 +64,7 @@ class Hint:
 
     action: str
     text: str
-    params: Mapping[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
-
-    def __reduce__(self):  # a mapping proxy cannot be pickled; the dict it wraps can
-        return (type(self), (self.action, self.text, dict(self.params)))
+    params: Mapping[str, str] = {}
 
 
 class KzooError(Exception):

@@ -5,7 +5,10 @@ Importing this module registers ``C``, ``FC``/``N``/``output``, ``F``, ``GAP``/`
 :data:`BUILTIN_TOKENS` is one token; adding a token is adding an entry. A shape rule maps an
 input shape and the layer's parameters to the output shape and parameter count; a validator
 rejects impossible numbers while parsing; ``keras_class`` names the ``keras.layers`` class the
-builder makes, with the planned parameters as its arguments. Pure Python: no Keras.
+builder makes, with the planned parameters as its arguments; ``write`` turns such a layer back
+into token text for :func:`kzoo.to_string` (conv and dense layers are written by
+:mod:`.writer` itself, which folds their attached BN, activation and dropout). Pure Python:
+no Keras.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kzoo.dsl.ast import format_number
 from kzoo.dsl.tokens import ACTIVATIONS, ShapeProblem, TokenProblem, register_builtin
 
 Shape = tuple[int | None, ...]
@@ -143,6 +147,72 @@ def _check_rate(p: Mapping[str, Any]) -> None:
         raise TokenProblem(f"dropout rate {rate} is not in [0, 1)", help=hint)
 
 
+def _config(layer: Any, keras_class: str) -> Mapping[str, Any] | None:
+    """The layer's config when it is a ``keras_class`` layer, else None (not this token's)."""
+    return layer.get_config() if type(layer).__name__ == keras_class else None
+
+
+def int_pair(value: Any) -> tuple[int, int]:
+    """A Keras size or stride, ``3`` or ``(3, 3)``, as a pair."""
+    return tuple(value) if isinstance(value, list | tuple) else (value, value)  # type: ignore[return-value]
+
+
+def pair_text(pair: tuple[int, int]) -> str:
+    """A size pair as the notation writes it: ``3`` when square, else ``1,7``."""
+    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]},{pair[1]}"
+
+
+def activation_name(value: Any) -> str:
+    """An activation as the notation names it (``None`` and ``"None"`` are ``linear``)."""
+    name = value if isinstance(value, str) else getattr(value, "__name__", str(value))
+    return "linear" if name in (None, "None") else name
+
+
+def _write_pool(keyword: str, keras_class: str):
+    def write(layer: Any) -> str | None:
+        cfg = _config(layer, keras_class)
+        if cfg is None:
+            return None
+        if cfg["padding"] != "valid":
+            raise TokenProblem("kzoo pools use valid padding")
+        size, strides = int_pair(cfg["pool_size"]), int_pair(cfg["strides"] or cfg["pool_size"])
+        text = keyword + pair_text(size)
+        if strides != size:
+            if strides[0] != strides[1]:
+                raise TokenProblem("unequal strides")
+            text += f"s{strides[0]}"
+        return text
+
+    return write
+
+
+def _write_global_pool(keyword: str, keras_class: str):
+    def write(layer: Any) -> str | None:
+        cfg = _config(layer, keras_class)
+        if cfg is not None and cfg.get("keepdims"):
+            raise TokenProblem("keepdims=True")
+        return None if cfg is None else keyword
+
+    return write
+
+
+def _write_batchnorm(layer: Any) -> str | None:
+    return None if _config(layer, "BatchNormalization") is None else "BN"
+
+
+def _write_dropout(layer: Any) -> str | None:
+    cfg = _config(layer, "Dropout")
+    return None if cfg is None else f"D{format_number(float(cfg['rate']))}"
+
+
+def _write_activation(name: str):
+    def write(layer: Any) -> str | None:
+        cfg = _config(layer, "Activation")
+        return name if cfg is not None and activation_name(cfg["activation"]) == name else None
+
+    return write
+
+
 _CONV_FLAGS = {"s": ("strides", int), "d": ("dilation", int), "v": ("valid", bool)}
 _DENSE: dict[str, Any] = dict(
     role="dense", keras_class="Dense", kwargs=("init", "head"), shape=_dense_shape,
@@ -174,31 +244,37 @@ BUILTIN_TOKENS: tuple[dict[str, Any], ...] = (
     dict(
         keyword="GAP", keras_class="GlobalAveragePooling2D", role="global_pool",
         shape=_global_pool_shape, doc="global average pooling",
+        write=_write_global_pool("GAP", "GlobalAveragePooling2D"),
     ),
     dict(
         keyword="GMP", keras_class="GlobalMaxPooling2D", role="global_pool",
         shape=_global_pool_shape, doc="global max pooling",
+        write=_write_global_pool("GMP", "GlobalMaxPooling2D"),
     ),
     dict(
         keyword="BN", keras_class="BatchNormalization", role="batchnorm", modifier=True,
         shape=_bn_shape, doc="batch normalisation, standalone 'BN' or attached '+BN'",
+        write=_write_batchnorm,
     ),
     dict(
         keyword="D", keras_class="Dropout", role="dropout", args=("rate",), modifier=True,
         shape=_same_shape, validate=_check_rate, doc="dropout, e.g. 'D0.5' or '+D0.5'",
+        write=_write_dropout,
     ),
     dict(
         keyword="MP", keras_class="MaxPooling2D", doc="max pooling, e.g. 'MP2' or 'MP3s2'",
-        **_POOL,
+        write=_write_pool("MP", "MaxPooling2D"), **_POOL,
     ),
     dict(
         keyword="AP", keras_class="AveragePooling2D",
-        doc="average pooling, e.g. 'AP2' or 'AP3s2'", **_POOL,
+        doc="average pooling, e.g. 'AP2' or 'AP3s2'",
+        write=_write_pool("AP", "AveragePooling2D"), **_POOL,
     ),
     *(
         dict(
             keyword=name, keras_class="Activation", role="activation", modifier=True,
             shape=_same_shape, doc=f"{name} activation, standalone or attached '+{name}'",
+            write=_write_activation(name),
         )
         for name in ACTIVATIONS
     ),

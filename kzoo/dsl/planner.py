@@ -10,8 +10,9 @@ disagree. Each token's shape rule gives the shapes; a failure becomes a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from kzoo.dsl.architectures import get_architecture
 from kzoo.dsl.ast import Layer, Spec, unparse_layer
@@ -188,7 +189,7 @@ class _Planner:
         self.names: set[str] = {self.out.input_name}
         self.block, self.conv_i, self.fc_i = 1, 0, 0
         self.last = "input"
-        self.custom: dict[str, int] = {}
+        self.custom_counts: dict[str, int] = {}
 
     def fail(self, reason: str, span: tuple[int, int] | None, help: str | None = None):
         raise SpecError(reason, self.spec.text, span or (0, len(self.spec.text)), help)
@@ -250,9 +251,8 @@ class _Planner:
         return self.out
 
     def layer(self, layer: Layer, role: str, is_head: bool) -> None:
-        label, span = unparse_layer(layer), layer.span
+        """Plan one spec layer: the step of its role, then what is attached to it."""
         mods = {_modifier_role(m.keyword): m for m in layer.modifiers}
-        kwargs = dict(layer.kwargs)
         act_mod = mods.get("activation")
         bn = "batchnorm" in mods
         rate = mods["dropout"].args[0] if "dropout" in mods else None
@@ -261,86 +261,121 @@ class _Planner:
             if role == "dense":  # dropout after hidden FCs only, as in VGG
                 rate = rate if rate is not None else self.opts["dropout"]
         act = act_mod.keyword if act_mod else None
-        if role == "conv":
-            act = act or self.opts["activation"]
-            self.conv_i += 1
-            name = f"block{self.block}_conv{self.conv_i}"
-            flags = dict(layer.flags)
-            kernel = (layer.args[0], layer.args[1] if len(layer.args) > 1 else layer.args[0])
-            params = dict(
-                filters=layer.count,
-                kernel_size=kernel,
-                strides=(flags.get("s", 1),) * 2,
-                dilation_rate=(flags.get("d", 1),) * 2,
-                padding="valid" if flags.get("v") else self.padding,
-                use_bias=not bn,
-                activation="linear" if bn else act,
-                kernel_initializer=kwargs.get("init"),
-            )
-            self.last = self.add(name, "C", params, label, span)
-        elif role == "dense":
-            if len(self.shape) > 1:
-                self.add("flatten", "F", {}, "(flatten)", span)
-            if is_head:
-                act = act or kwargs.get("head") or self.opts["head"] or "softmax"
-                if act == "softmax" and layer.args[0] == 1:
-                    self.fail(
-                        f"softmax over one unit always outputs 1 ({label} is the head)",
-                        span,
-                        "use 'FC1+sigmoid' for a binary classifier or 'FC1+linear' for regression",
-                    )
-                name = "predictions"
-            else:
-                act = act or self.opts["activation"]
-                self.fc_i += 1
-                name = f"fc{self.fc_i}"
-            params = dict(
-                units=layer.args[0],
-                use_bias=not bn,
-                activation="linear" if bn else act,
-                kernel_initializer=kwargs.get("init"),
-            )
-            self.last = self.add(name, "FC", params, label, span)
-        elif role == "pool":
-            size = (layer.args[0], layer.args[1] if len(layer.args) > 1 else layer.args[0])
-            stride = dict(layer.flags).get("s")
-            params = dict(pool_size=size, strides=(stride, stride) if stride else size)
-            self.last = self.add(f"block{self.block}_pool", layer.keyword, params, label, span)
-            self.block, self.conv_i = self.block + 1, 0
-        elif role == "global_pool":
-            name = "avg_pool" if layer.keyword == "GAP" else "max_pool"
-            self.last = self.add(name, layer.keyword, {}, label, span)
-        elif role == "flatten":
-            self.last = self.add("flatten", "F", {}, label, span)
-        elif role == "batchnorm":
-            self.add(f"{self.last}_bn", "BN", {}, label, span)
-        elif role == "dropout":
-            self.add(f"{self.last}_dropout", "D", {"rate": layer.args[0]}, label, span)
-        elif role == "activation":
-            self.add(
-                f"{self.last}_{layer.keyword}",
-                layer.keyword,
-                {"activation": layer.keyword},
-                label,
-                span,
-            )
-        else:
-            token = get_token(layer.keyword)
-            n = self.custom[layer.keyword] = self.custom.get(layer.keyword, 0) + 1
-            params = token.params(layer.count, layer.args, dict(layer.flags), kwargs)
-            self.last = self.add(f"{layer.keyword.lower()}{n}", layer.keyword, params, label, span)
-        base = self.last
+        act = self._ROLES[role](self, layer, bn, act, is_head)
         if role not in ("batchnorm", "dropout", "activation"):
-            if bn:
-                self.add(f"{base}_bn", "BN", {}, "+BN", span)
-            if act not in (None, "linear") and (bn or role not in ("conv", "dense")):
-                self.add(f"{base}_{act}", act, {"activation": act}, f"+{act}", span)
-            if rate:
-                self.add(f"{base}_dropout", "D", {"rate": rate}, f"+D{rate}", span)
-            for mod in layer.modifiers:  # user modifiers follow, named like user layers
-                if _modifier_role(mod.keyword) == "custom":
-                    token = get_token(mod.keyword)
-                    n = self.custom[mod.keyword] = self.custom.get(mod.keyword, 0) + 1
-                    params = token.params(None, mod.args, {}, {})
-                    label = f"+{mod.keyword}" + ",".join(map(str, mod.args))
-                    self.add(f"{mod.keyword.lower()}{n}", mod.keyword, params, label, span)
+            self.attach(layer, role, bn, act, rate)
+
+    # Each role's step; returns the activation it leaves to a separate layer (None: none).
+
+    def conv(self, layer: Layer, bn: bool, act: str | None, is_head: bool) -> str | None:
+        act = act or self.opts["activation"]
+        self.conv_i += 1
+        flags, kwargs = dict(layer.flags), dict(layer.kwargs)
+        kernel = (layer.args[0], layer.args[1] if len(layer.args) > 1 else layer.args[0])
+        params = dict(
+            filters=layer.count,
+            kernel_size=kernel,
+            strides=(flags.get("s", 1),) * 2,
+            dilation_rate=(flags.get("d", 1),) * 2,
+            padding="valid" if flags.get("v") else self.padding,
+            use_bias=not bn,
+            activation="linear" if bn else act,
+            kernel_initializer=kwargs.get("init"),
+        )
+        name = f"block{self.block}_conv{self.conv_i}"
+        self.last = self.add(name, "C", params, unparse_layer(layer), layer.span)
+        return act
+
+    def dense(self, layer: Layer, bn: bool, act: str | None, is_head: bool) -> str | None:
+        label, span, kwargs = unparse_layer(layer), layer.span, dict(layer.kwargs)
+        if len(self.shape) > 1:
+            self.add("flatten", "F", {}, "(flatten)", span)
+        if is_head:
+            act = act or kwargs.get("head") or self.opts["head"] or "softmax"
+            if act == "softmax" and layer.args[0] == 1:
+                self.fail(
+                    f"softmax over one unit always outputs 1 ({label} is the head)",
+                    span,
+                    "use 'FC1+sigmoid' for a binary classifier or 'FC1+linear' for regression",
+                )
+            name = "predictions"
+        else:
+            act = act or self.opts["activation"]
+            self.fc_i += 1
+            name = f"fc{self.fc_i}"
+        params = dict(
+            units=layer.args[0],
+            use_bias=not bn,
+            activation="linear" if bn else act,
+            kernel_initializer=kwargs.get("init"),
+        )
+        self.last = self.add(name, "FC", params, label, span)
+        return act
+
+    def pool(self, layer: Layer, bn: bool, act: str | None, is_head: bool) -> str | None:
+        size = (layer.args[0], layer.args[1] if len(layer.args) > 1 else layer.args[0])
+        stride = dict(layer.flags).get("s")
+        params = dict(pool_size=size, strides=(stride, stride) if stride else size)
+        name = f"block{self.block}_pool"
+        self.last = self.add(name, layer.keyword, params, unparse_layer(layer), layer.span)
+        self.block, self.conv_i = self.block + 1, 0
+        return act
+
+    def global_pool(self, layer: Layer, bn: bool, act: str | None, is_head: bool) -> str | None:
+        name = "avg_pool" if layer.keyword == "GAP" else "max_pool"
+        self.last = self.add(name, layer.keyword, {}, unparse_layer(layer), layer.span)
+        return act
+
+    def flatten(self, layer: Layer, bn: bool, act: str | None, is_head: bool) -> str | None:
+        self.last = self.add("flatten", "F", {}, unparse_layer(layer), layer.span)
+        return act
+
+    def batchnorm(self, layer: Layer, bn: bool, act: str | None, is_head: bool) -> None:
+        self.add(f"{self.last}_bn", "BN", {}, unparse_layer(layer), layer.span)
+
+    def dropout(self, layer: Layer, bn: bool, act: str | None, is_head: bool) -> None:
+        rate = {"rate": layer.args[0]}
+        self.add(f"{self.last}_dropout", "D", rate, unparse_layer(layer), layer.span)
+
+    def activation(self, layer: Layer, bn: bool, act: str | None, is_head: bool) -> None:
+        name, keyword = f"{self.last}_{layer.keyword}", layer.keyword
+        self.add(name, keyword, {"activation": keyword}, unparse_layer(layer), layer.span)
+
+    def custom(self, layer: Layer, bn: bool, act: str | None, is_head: bool) -> str | None:
+        token = get_token(layer.keyword)
+        params = token.params(layer.count, layer.args, dict(layer.flags), dict(layer.kwargs))
+        name = self.custom_name(layer.keyword)
+        self.last = self.add(name, layer.keyword, params, unparse_layer(layer), layer.span)
+        return act
+
+    def custom_name(self, keyword: str) -> str:
+        """User layers are named after their keyword and counted: ``gn1``, ``gn2``, ..."""
+        n = self.custom_counts[keyword] = self.custom_counts.get(keyword, 0) + 1
+        return f"{keyword.lower()}{n}"
+
+    _ROLES: ClassVar[dict[str, Callable[..., str | None]]] = {
+        "conv": conv,
+        "dense": dense,
+        "pool": pool,
+        "global_pool": global_pool,
+        "flatten": flatten,
+        "batchnorm": batchnorm,
+        "dropout": dropout,
+        "activation": activation,
+        "custom": custom,
+    }
+
+    def attach(self, layer: Layer, role: str, bn: bool, act: str | None, rate: Any) -> None:
+        """BN, then the activation, then dropout after the step; user modifiers follow."""
+        base, span = self.last, layer.span
+        if bn:
+            self.add(f"{base}_bn", "BN", {}, "+BN", span)
+        if act not in (None, "linear") and (bn or role not in ("conv", "dense")):
+            self.add(f"{base}_{act}", act, {"activation": act}, f"+{act}", span)
+        if rate:
+            self.add(f"{base}_dropout", "D", {"rate": rate}, f"+D{rate}", span)
+        for mod in layer.modifiers:  # user modifiers, named like user layers
+            if _modifier_role(mod.keyword) == "custom":
+                params = get_token(mod.keyword).params(None, mod.args, {}, {})
+                label = f"+{mod.keyword}" + ",".join(map(str, mod.args))
+                self.add(self.custom_name(mod.keyword), mod.keyword, params, label, span)

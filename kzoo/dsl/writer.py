@@ -13,23 +13,15 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kzoo.dsl.ast import format_number
+from kzoo.dsl.builtin_tokens import activation_name, int_pair, pair_text
 from kzoo.dsl.parser import parse
-from kzoo.dsl.tokens import ACTIVATIONS, get_token, keywords
+from kzoo.dsl.tokens import ACTIVATIONS, TokenProblem, get_token, keywords
 from kzoo.errors import SpecError
 
 if TYPE_CHECKING:
     import keras
 
 __all__ = ["reroll", "to_string"]
-
-
-def _activation_name(value: Any) -> str:
-    name = value if isinstance(value, str) else getattr(value, "__name__", str(value))
-    return "linear" if name in (None, "None") else name
-
-
-def _pair(value: Any) -> tuple[int, int]:
-    return tuple(value) if isinstance(value, list | tuple) else (value, value)  # type: ignore[return-value]
 
 
 class _Writer:
@@ -59,7 +51,7 @@ class _Writer:
         if not bias and act == "linear" and self.peek("BatchNormalization") is not None:
             text += "+BN"
             follow = self.peek("Activation")
-            act = _activation_name(follow.get_config()["activation"]) if follow else "linear"
+            act = activation_name(follow.get_config()["activation"]) if follow else "linear"
         if act != default_act:
             if act not in ACTIVATIONS:
                 raise self.unrepresentable(self.layers[self.i - 1], f"activation {act!r}")
@@ -75,59 +67,36 @@ class _Writer:
             index, layer = self.i, self.layers[self.i]
             self.i += 1
             kind = type(layer).__name__
-            cfg = layer.get_config()
             if kind == "InputLayer":
                 continue
             if kind == "Conv2D":
-                out.append(self.conv(layer, cfg))
+                out.append(self.conv(layer, layer.get_config()))
             elif kind == "Dense":
-                act = _activation_name(cfg["activation"])
+                cfg = layer.get_config()
+                act = activation_name(cfg["activation"])
                 default = "softmax" if index == self.head else "relu"
                 init = self.init(cfg)
                 out.append(
                     f"FC{cfg['units']}" + self.attached(default, cfg["use_bias"], act) + init
                 )
-            elif kind in ("MaxPooling2D", "AveragePooling2D"):
-                if cfg["padding"] != "valid":
-                    raise self.unrepresentable(layer, "kzoo pools use valid padding")
-                size, strides = _pair(cfg["pool_size"]), _pair(cfg["strides"] or cfg["pool_size"])
-                text = ("MP" if kind[0] == "M" else "AP") + self._numbers(size)
-                if strides != size:
-                    if strides[0] != strides[1]:
-                        raise self.unrepresentable(layer, "unequal strides")
-                    text += f"s{strides[0]}"
-                out.append(text)
-            elif kind in ("GlobalAveragePooling2D", "GlobalMaxPooling2D"):
-                if cfg.get("keepdims"):
-                    raise self.unrepresentable(layer, "keepdims=True")
-                out.append("GAP" if "Average" in kind else "GMP")
             elif kind == "Flatten":
                 if self.i >= len(self.layers) or type(self.layers[self.i]).__name__ != "Dense":
                     out.append("F")  # before a Dense, kzoo inserts the flatten itself
-            elif kind == "BatchNormalization":
-                out.append("BN")
-            elif kind == "Dropout":
-                out.append(f"D{format_number(float(cfg['rate']))}")
-            elif kind == "Activation":
-                act = _activation_name(cfg["activation"])
-                if act not in ACTIVATIONS:
-                    raise self.unrepresentable(layer, f"activation {act!r}")
-                out.append(act)
             else:
-                out.append(self.user_token(layer))
+                out.append(self.token_text(layer))
         return out
 
-    def user_token(self, layer: Any) -> str:
+    def token_text(self, layer: Any) -> str:
+        """The text of the first registered token (built-in, then user) that writes ``layer``."""
         for keyword in keywords():
             token = get_token(keyword)
-            text = token.write(layer) if token is not None and token.write else None
+            try:
+                text = token.write(layer) if token is not None and token.write else None
+            except TokenProblem as problem:
+                raise self.unrepresentable(layer, problem.reason) from None
             if text:
                 return text
         raise self.unrepresentable(layer, "no kzoo token builds this kind of layer")
-
-    @staticmethod
-    def _numbers(pair: tuple[int, int]) -> str:
-        return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]},{pair[1]}"
 
     @staticmethod
     def init(cfg: Mapping[str, Any]) -> str:
@@ -136,16 +105,16 @@ class _Writer:
         return "{init=gabor}" if name == "GaborInitializer" else ""
 
     def conv(self, layer: Any, cfg: Mapping[str, Any]) -> str:
-        strides, dilation = _pair(cfg["strides"]), _pair(cfg["dilation_rate"])
+        strides, dilation = int_pair(cfg["strides"]), int_pair(cfg["dilation_rate"])
         if strides[0] != strides[1] or dilation[0] != dilation[1]:
             raise self.unrepresentable(layer, "unequal strides or dilation")
         if cfg.get("groups", 1) != 1 or cfg.get("data_format") == "channels_first":
             raise self.unrepresentable(layer, "grouped or channels-first convolution")
-        text = f"{cfg['filters']}C" + self._numbers(_pair(cfg["kernel_size"]))
+        text = f"{cfg['filters']}C" + pair_text(int_pair(cfg["kernel_size"]))
         text += f"s{strides[0]}" if strides[0] != 1 else ""
         text += f"d{dilation[0]}" if dilation[0] != 1 else ""
         text += "v" if cfg["padding"] == "valid" else ""
-        act = _activation_name(cfg["activation"])
+        act = activation_name(cfg["activation"])
         return text + self.attached("relu", cfg["use_bias"], act) + self.init(cfg)
 
 
