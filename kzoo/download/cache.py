@@ -244,6 +244,11 @@ def lock(path: Path, enabled: bool | None = None, what: str | None = None) -> It
             yield
         finally:
             file_lock.release()
+            # Leave no lock file behind. Another process may lock this inode meanwhile and a
+            # newcomer create a fresh one: both then work in their own partial files, and the
+            # atomic rename keeps the result right (correctness never rests on the lock).
+            with contextlib.suppress(OSError):
+                os.unlink(f"{key}.lock")
 
 
 def partial_path(dest: Path) -> Path:

@@ -212,6 +212,34 @@ def fetch(
         return dest
     urls = [os.fspath(urls)] if isinstance(urls, (str, os.PathLike)) else [str(u) for u in urls]
     label = what or dest.name
+    sources = _sources(urls, dest, label, hints)
+    pinned_by_caller = any((hashes or {}).values())
+    pins = _checked_pins(dest, hashes, label, pinned_by_caller)
+    created = _make_folder(dest.parent, label)
+    show = sys.stderr.isatty() if progress is None else progress
+    try:
+        with cache.lock(dest, locks, label):
+            if _complete(dest, size):  # another process finished it while we waited
+                return dest
+            part = cache.claim_partial(dest)
+            bar = tqdm(total=size, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
+                       disable=not show, leave=False)  # fmt: skip
+            with requests.Session() as session, bar:
+                job = PartialDownload(dest, part, size, sorted(pins) or ["sha256"], label, bar,
+                                      session, timeout, retries, backoff, max_wait)  # fmt: skip
+                failures = _try_sources(job, sources, pins, dest, pinned_by_caller)
+            if failures is None:
+                return dest
+    finally:
+        if not dest.exists():
+            _remove_empty(created)
+    raise _failure(label, dest, part, failures, pinned_by_caller, hints)
+
+
+def _sources(
+    urls: list[str], dest: Path, label: str, hints: Sequence[Hint]
+) -> list[tuple[str, Path | None]]:
+    """``(url, local path or None)`` to try in order; raises when none may be tried."""
     if not urls:
         raise DownloadError(f"no URL to fetch {label} from. Received: urls=[]")
     sources = [(url, _local_source(url)) for url in urls]
@@ -223,14 +251,19 @@ def fetch(
                 f"\n  expected file: {dest}\n  or unset KZOO_OFFLINE to fetch {urls[0]}",
                 hints=hints,
             )
-    pinned_by_caller = any((hashes or {}).values())
-    pins = _strongest(_pins(dest, hashes))
-    algorithms = sorted(pins) or ["sha256"]
+    return sources
+
+
+def _checked_pins(
+    dest: Path, hashes: Mapping[str, str | None] | None, label: str, pinned_by_caller: bool
+) -> dict[str, str]:
+    """The one hash the download is checked against (the strongest pinned, else recorded)."""
     unknown = sorted(alg for alg in {*(hashes or {})} if alg not in hashlib.algorithms_available)
     if unknown:
         raise KzooError(
             f"unknown hash algorithm {unknown[0]!r}. Received: hashes={dict(hashes or {})}"
         )
+    pins = _strongest(_pins(dest, hashes))
     if not pinned_by_caller:
         log.warning(
             "%s has no pinned hash, so kzoo cannot tell a corrupted or replaced file from the "
@@ -240,52 +273,86 @@ def fetch(
             if pins
             else f"the sha256 seen will be recorded in {_sidecar(dest)} and checked later",
         )
+    return pins
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _make_folder(folder: Path, label: str) -> list[Path]:
+    """Create ``folder`` and its missing parents; return those created, deepest first."""
+    created = _missing_folders(folder)
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DownloadError(
-            f"cannot create {dest.parent} for {label}: {exc.strerror or exc}. "
+            f"cannot create {folder} for {label}: {exc.strerror or exc}. "
             "Set KZOO_HOME to a writable folder."
         ) from exc
-    with cache.lock(dest, locks, label):
-        if _complete(dest, size):  # another process finished it while we waited
-            return dest
-        part = cache.claim_partial(dest)
-        failures: list[str] = []
-        bad_bytes = False
-        show = sys.stderr.isatty() if progress is None else progress
-        with (
-            requests.Session() as session,
-            tqdm(
-                total=size,
-                desc=label,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                disable=not show,
-                leave=False,
-            ) as bar,
-        ):
-            job = PartialDownload(dest, part, size, algorithms, label, bar, session, timeout,
-                            retries, backoff, max_wait)  # fmt: skip
-            for url, path in sources:
-                try:
-                    seen = job.get(url, path, pins)
-                except SourceFailed as exc:
-                    failures.append(f"  {url}: {exc}")
-                    log.warning("%s: %s", url, exc)
-                    continue
-                except ChecksumError as exc:
-                    bad_bytes = True
-                    failures.append(f"  {url}: wrong bytes, deleted ({exc})")
-                    log.error("%s sent a corrupt %s: %s", url, label, exc)
-                    continue
-                if not pinned_by_caller and not pins:
-                    with cache.atomic_write(_sidecar(dest)) as tmp:
-                        tmp.write_text(seen["sha256"] + "\n")
-                _commit(part, dest)
-                log.info("fetched %s from %s (%s)", label, url, ", ".join(seen.values()))
-                return dest
+    return created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed download created, where nothing else landed in them."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (a partial kept for resuming, another writer's file)
+
+
+def _try_sources(
+    job: PartialDownload,
+    sources: list[tuple[str, Path | None]],
+    pins: dict[str, str],
+    dest: Path,
+    pinned_by_caller: bool,
+) -> list[tuple[str, Exception]] | None:
+    """Fetch from each source in turn until one verifies; None then, else each failure."""
+    failures: list[tuple[str, Exception]] = []
+    for position, (url, path) in enumerate(sources):
+        try:
+            seen = job.get(url, path, pins)
+        except SourceFailed as exc:
+            failures.append((url, exc))
+            if position < len(sources) - 1:  # the final error lists them all
+                log.warning("%s: %s; trying the next mirror", url, exc)
+            continue
+        except ChecksumError as exc:
+            failures.append((url, exc))
+            log.error("%s sent a corrupt %s: %s", url, job.label, exc)
+            continue
+        if not pinned_by_caller and not pins:
+            with cache.atomic_write(_sidecar(dest)) as tmp:
+                tmp.write_text(seen["sha256"] + "\n")
+        _commit(job.part, dest)
+        log.info("fetched %s from %s (%s)", job.label, url, ", ".join(seen.values()))
+        return None
+    return failures
+
+
+def _failure(
+    label: str,
+    dest: Path,
+    part: Path,
+    failures: list[tuple[str, Exception]],
+    pinned_by_caller: bool,
+    hints: Sequence[Hint],
+) -> DownloadError:
+    """One error listing each URL and why it failed, and what to do about it."""
+    bad_bytes = any(isinstance(exc, ChecksumError) for _, exc in failures)
+    lines = [
+        f"  {url}: wrong bytes, deleted ({exc})"
+        if isinstance(exc, ChecksumError)
+        else f"  {url}: {exc}"
+        for url, exc in failures
+    ]
     notes = []
     if part.exists():
         notes.append(f"The partial file {part.name} is kept; the next call resumes it.")
@@ -294,9 +361,15 @@ def fetch(
             f"The expected sha256 was recorded at the first download in {_sidecar(dest)}; "
             "if the source really changed, delete that file."
         )
+    if all(getattr(exc, "unreachable", False) for _, exc in failures):
+        notes.append(
+            "No source could be reached. Offline? Set KZOO_OFFLINE=1 and kzoo uses only the "
+            "cache, failing at once; or add a mirror you can reach with a KZOO_MANIFEST file "
+            "(docs/downloads.md)."
+        )
     error = ChecksumError if bad_bytes else DownloadError
-    lines = [f"could not fetch {label} into {dest}; tried:", *failures, *notes]
-    raise error("\n".join(lines), hints=hints)
+    lines = [f"could not fetch {label} into {dest}; tried:", *lines, *notes]
+    return error("\n".join(lines), hints=hints)
 
 
 def fetch_cached(
@@ -317,4 +390,10 @@ def fetch_cached(
         return hit
     if is_offline():  # name the expected path without touching a possibly read-only root
         return fetch(urls, cache.cache_root(root) / relpath, size=size, **kwargs)
-    return fetch(urls, cache.writable_path(relpath, root), size=size, **kwargs)
+    dest = cache.cache_root(root) / relpath
+    created = _missing_folders(dest.parent)  # writable_path creates them to probe the disk
+    try:
+        return fetch(urls, cache.writable_path(relpath, root), size=size, **kwargs)
+    finally:
+        if not dest.exists():
+            _remove_empty(created)

@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -49,7 +50,15 @@ class _Retry(Exception):
 
 
 class SourceFailed(Exception):
-    """This URL will not work (4xx, TLS, missing file, retries spent): try the next mirror."""
+    """This URL will not work (4xx, TLS, missing file, retries spent): try the next mirror.
+
+    Attributes:
+        unreachable: The host could not be reached at all (no DNS, refused, no answer).
+    """
+
+    def __init__(self, reason: str, unreachable: bool = False) -> None:
+        super().__init__(reason)
+        self.unreachable = unreachable
 
 
 def check_file(
@@ -264,6 +273,9 @@ class PartialDownload:
                 f"CA bundle behind an inspecting proxy): {exc}"
             ) from None
         except requests.RequestException as exc:
+            unreachable = _unreachable(url, exc, self.timeout)
+            if unreachable:  # nobody is listening: waiting and asking again changes nothing
+                raise SourceFailed(unreachable, unreachable=True) from None
             raise _Retry(f"{type(exc).__name__}: {exc}") from None
         with resp:
             offset = self._accept(resp, have)
@@ -285,6 +297,36 @@ class PartialDownload:
         if total is not None and got < total:  # whatever the transport let through
             raise _Retry(f"the body ended after {got} of {total} bytes")
         return digests
+
+
+# urllib3 1.x reports a failed name lookup as a plain NewConnectionError
+_NAME_RESOLUTION = getattr(urllib3.exceptions, "NameResolutionError", ())
+
+
+def _unreachable(
+    url: str, exc: requests.RequestException, timeout: float | tuple[float, float]
+) -> str | None:
+    """A one-line reason when ``url``'s host cannot be reached at all, else None.
+
+    A failed name lookup, a refused connection and a connect timeout are not transient in
+    the sense retries help with (no network, a dead mirror, a firewall): the next mirror, or
+    the error, should come at once. Resets and timeouts once connected stay retryable.
+    """
+    parsed = urllib.parse.urlsplit(url)
+    host = parsed.hostname or url
+    where = f"{host}:{parsed.port}" if parsed.port else host
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return f"the proxy refused the connection to {where} (check HTTPS_PROXY / HTTP_PROXY)"
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        seconds = timeout[0] if isinstance(timeout, tuple) else timeout
+        return f"no answer from {where} within {seconds:g} s"
+    reason = getattr(exc.args[0] if exc.args else None, "reason", None)
+    if _NAME_RESOLUTION and isinstance(reason, _NAME_RESOLUTION):
+        return f"cannot resolve the host name {host!r} (no network, or no DNS for it)"
+    if isinstance(reason, urllib3.exceptions.NewConnectionError):
+        detail = str(reason).rsplit("] ", 1)[-1] if "] " in str(reason) else str(reason)
+        return f"cannot connect to {where}: {detail}"
+    return None
 
 
 def _body(resp: requests.Response) -> Iterator[bytes]:
