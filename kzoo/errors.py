@@ -200,11 +200,21 @@ class OfflineError(DownloadError):
 
 
 class ConversionError(KzooError, ValueError):
-    """A weights file that cannot be read, or arrays that do not fit the model."""
+    """A weights file that cannot be read, or arrays that do not fit the model.
+
+    Attributes:
+        file_is_bad: True when the file itself is at fault (unreadable, damaged, NaN or integer
+            values, hostile), False when it is sound but does not fit the model, None when
+            not yet known. The zoo deletes a cached download that is bad.
+    """
+
+    file_is_bad: bool | None = None
 
 
 class UnsafePickleError(ConversionError):
     """A pickle that asks to load something other than plain numpy arrays."""
+
+    file_is_bad = True
 
 
 class TransferError(KzooError, ValueError):

@@ -154,19 +154,60 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python one: see the module d
         raise UnsafePickleError(f"refusing a pickle persistent id. Received: {pid!r}")
 
 
-def _resolve(value: Any) -> Any:
-    """Replace every :class:`_ArrayState` in plain containers with its array."""
-    if isinstance(value, _ArrayState):
-        if not hasattr(value, "array"):
-            raise pickle.UnpicklingError("a pickled array has no data")
-        return value.array
-    if isinstance(value, list):
-        return [_resolve(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_resolve(v) for v in value)
-    if isinstance(value, dict):
-        return {_resolve(k): _resolve(v) for k, v in value.items()}
-    return value
+# A weights pickle is a dict holding a list of ~40 arrays and 1,000 class names: these bounds
+# are far above any real file and far below what a crafted one (containers that share
+# themselves through the memo, 2**39 paths in a few hundred bytes) would need.
+MAX_DEPTH = 32
+MAX_ELEMENTS = 1_000_000
+
+
+class _Resolver:
+    """Replaces each :class:`_ArrayState` with its array, visiting every container once.
+
+    Shared containers (the memo lets a pickle refer to one object many times) stay shared
+    instead of being rebuilt per reference, and the depth and the number of elements are
+    bounded, so a small hostile file cannot make kzoo work for minutes or exhaust memory.
+    """
+
+    def __init__(self) -> None:
+        self.done: dict[int, Any] = {}
+        self.elements = 0
+
+    def __call__(self, value: Any, depth: int = 0) -> Any:
+        if isinstance(value, _ArrayState):
+            if not hasattr(value, "array"):
+                raise pickle.UnpicklingError("a pickled array has no data")
+            return value.array
+        if not isinstance(value, list | tuple | dict):
+            return value
+        key = id(value)
+        if key in self.done:
+            return self.done[key]
+        if depth >= MAX_DEPTH:
+            raise UnsafePickleError(
+                f"refusing a pickle that nests containers more than {MAX_DEPTH} levels deep: "
+                "weights files hold a flat list of arrays; this one looks built to exhaust "
+                "memory or time"
+            )
+        self.elements += len(value)
+        if self.elements > MAX_ELEMENTS:
+            raise UnsafePickleError(
+                f"refusing a pickle whose containers hold more than {MAX_ELEMENTS:,} elements: "
+                "weights files hold a few dozen arrays; this one looks built to exhaust memory"
+            )
+        if isinstance(value, dict):
+            resolved: Any = {}
+            self.done[key] = resolved
+            for k, v in value.items():
+                resolved[self(k, depth + 1)] = self(v, depth + 1)
+        elif isinstance(value, list):
+            resolved = []
+            self.done[key] = resolved  # a list that contains itself resolves to itself
+            resolved.extend(self(v, depth + 1) for v in value)
+        else:
+            resolved = tuple(self(v, depth + 1) for v in value)
+            self.done[key] = resolved
+        return resolved
 
 
 def load_mapped(path: Path, what: str = "pickle") -> tuple[Any, mmap.mmap]:
@@ -187,7 +228,7 @@ def load_mapped(path: Path, what: str = "pickle") -> tuple[Any, mmap.mmap]:
     buf = map_file(path, what)
     try:
         data = SafeUnpickler(_MappedReader(buf), encoding="bytes").load()
-        return _resolve(data), buf
+        return _Resolver()(data), buf
     except ConversionError:
         raise
     except (

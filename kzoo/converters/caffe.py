@@ -211,7 +211,7 @@ def open_source(path: Path) -> Iterator[Source]:
         layers = read_layers(buf)
         if not layers:
             raise ConversionError(f"{str(path)!r} holds no Caffe layers with weights")
-        yield Source(_FORMAT, layers, _layer_converter(buf))
+        yield Source(_FORMAT, layers, _layer_converter(buf), lambda blobs: [v for v, _ in blobs])
     except _Garbled as error:
         raise ConversionError(
             f"{str(path)!r} is not a valid caffemodel ({error}); the file may be truncated or "

@@ -71,7 +71,7 @@ def open_source(path: Path) -> Iterator[Source]:
     """
     try:
         with h5py.File(path, "r") as h5:
-            yield Source(_FORMAT, read_layers(h5), _convert_layer)
+            yield Source(_FORMAT, read_layers(h5), _convert_layer, _stored)
     except ConversionError:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as error:
@@ -87,6 +87,10 @@ def _convert_layer(
     if src.shapes != slot.shapes:  # the loop reports it: stand-ins of the source's shapes, unread
         return [np.broadcast_to(np.float32(0), shape) for shape in src.shapes]
     return [_read(ds) for ds in datasets]
+
+
+def _stored(datasets: list[h5py.Dataset]) -> list[np.ndarray]:
+    return [ds[()] for ds in datasets]
 
 
 def _read(dataset: h5py.Dataset) -> np.ndarray:

@@ -165,7 +165,7 @@ def open_source(path: Path) -> Iterator[Source]:
             release(buf, *span)
         return converted
 
-    yield Source(_FORMAT, _group(params), convert_layer)
+    yield Source(_FORMAT, _group(params), convert_layer, lambda idx: [params[i] for i in idx])
 
 
 def _span(buf: Any, array: np.ndarray) -> tuple[int, int]:

@@ -30,6 +30,7 @@ __all__ = [
     "pair_layers",
     "raise_mismatches",
     "shape_problems",
+    "value_problems",
 ]
 
 Arrays = dict[str, list[np.ndarray]]
@@ -92,11 +93,14 @@ class Source(Generic[Payload]):
             its arrays (datasets, blob views, tensor keys, ...).
         convert_layer: ``convert_layer(source_layer, payload, slot, context)`` returns the
             Keras arrays for ``slot``, in ``layer.weights`` order.
+        stored_arrays: ``stored_arrays(payload)`` returns a layer's arrays as the file stores
+            them (no conversion), for checking a file's values without a model.
     """
 
     format: str
     layers: list[tuple[SourceLayer, Payload]]
     convert_layer: ConvertLayer
+    stored_arrays: Callable[[Any], list[np.ndarray]]
 
 
 def convert_layers(source: Source, slots: Sequence[WeightSlot]) -> Arrays:
@@ -114,7 +118,10 @@ def convert_layers(source: Source, slots: Sequence[WeightSlot]) -> Arrays:
     pairs = pair_layers([src for src, _ in source.layers], slots, fmt)
     problems = [p for index, _ in pairs for p in dtype_problems(source.layers[index][0])]
     if problems:
-        raise_mismatches(fmt, problems)
+        listing = "\n".join(f"  - {p}" for p in problems)
+        error = ConversionError(f"the {fmt} file holds arrays that are not weights:\n{listing}")
+        error.file_is_bad = True
+        raise error
     arrays: Arrays = {}
     damaged = []
     for position, (index, slot) in enumerate(pairs):
@@ -125,17 +132,19 @@ def convert_layers(source: Source, slots: Sequence[WeightSlot]) -> Arrays:
         )
         converted = source.convert_layer(src, payload, slot, context)
         problems += shape_problems(slot, src.name, [a.shape for a in converted])
-        damaged += value_problems(slot, src.name, converted)
+        damaged += value_problems(f"model layer {slot.name!r} (source {src.name!r})", converted)
         arrays[slot.name] = converted
     if problems:
         raise_mismatches(fmt, problems)
     if damaged:
         listing = "\n".join(f"  - {p}" for p in damaged)
-        raise ConversionError(
+        error = ConversionError(
             f"the {fmt} weights hold values that are not finite numbers:\n{listing}\n"
             "The file is damaged (or was saved from a model whose training diverged); delete "
             "it and fetch a good copy."
         )
+        error.file_is_bad = True
+        raise error
     return arrays
 
 
@@ -179,11 +188,13 @@ def _count_kinds(layers: Sequence[SourceLayer | WeightSlot]) -> str:
 def raise_mismatches(fmt: str, problems: Sequence[str]) -> None:
     """Raise one ConversionError that lists every problem."""
     listing = "\n".join(f"  - {p}" for p in problems)
-    raise ConversionError(
+    error = ConversionError(
         f"the {fmt} weights do not fit the model ({len(problems)} problem(s)):\n{listing}\n"
         "Check that the model matches the file's architecture (depth, widths, input size, "
         "batch norm or not)."
     )
+    error.file_is_bad = False  # a sound file, another architecture
+    raise error
 
 
 def shape_problems(
@@ -210,8 +221,8 @@ def dtype_problems(src: SourceLayer) -> list[str]:
     ]
 
 
-def value_problems(slot: WeightSlot, source_name: str, arrays: Sequence[np.ndarray]) -> list[str]:
-    """Describe the NaN and infinite values in converted ``arrays`` (empty when all are finite).
+def value_problems(where: str, arrays: Sequence[np.ndarray]) -> list[str]:
+    """Describe the NaN and infinite values in ``arrays`` of layer ``where`` (empty if none).
 
     One summing pass per array (a NaN or an infinity survives a sum, and a sum runs at memory
     speed); only a non-finite sum is examined element by element.
@@ -227,8 +238,5 @@ def value_problems(slot: WeightSlot, source_name: str, arrays: Sequence[np.ndarr
             what = ", ".join(
                 f"{n:,} {kind}" for n, kind in ((nans, "NaN"), (infs, "infinite")) if n
             )
-            found.append(
-                f"model layer {slot.name!r} (source {source_name!r}), array {position} of "
-                f"shape {tuple(array.shape)}: {what} values"
-            )
+            found.append(f"{where}, array {position} of shape {tuple(array.shape)}: {what} values")
     return found

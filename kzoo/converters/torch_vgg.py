@@ -193,7 +193,8 @@ def open_source(path: Path) -> Iterator[Source]:
         with safe_open(str(path), framework="np") as handle:
             weights = _MappedWeights(path)
             converter = _Converter(handle, weights)
-            yield Source(_FORMAT, read_layers(handle, weights.header), converter.layer)
+            layers = read_layers(handle, weights.header)
+            yield Source(_FORMAT, layers, converter.layer, converter.stored)
     except (SafetensorError, OSError, ValueError, TypeError, KeyError) as error:
         if isinstance(error, ConversionError):
             raise
@@ -209,6 +210,10 @@ class _Converter:
     def __init__(self, handle: Any, weights: _MappedWeights) -> None:
         self.handle, self.weights = handle, weights
         self.pending_bias: np.ndarray | None = None  # a conv bias to fold into the next BN
+
+    def stored(self, keys: dict[str, str]) -> list[np.ndarray]:
+        """A layer's tensors as the file stores them."""
+        return [self.handle.get_tensor(key) for key in keys.values()]
 
     def layer(
         self, src: SourceLayer, keys: dict[str, str], slot: WeightSlot, context: LayerContext

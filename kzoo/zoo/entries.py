@@ -10,7 +10,8 @@ import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from kzoo.errors import UnknownNameError
+from kzoo.dsl import get_architecture
+from kzoo.errors import Hint, UnknownNameError
 
 __all__ = [
     "CLASS_FORMATS",
@@ -130,7 +131,17 @@ class Manifest:
         try:
             return self.models[name]
         except KeyError:
-            raise UnknownNameError("model", name, list(self.models)) from None
+            hints = []
+            if get_architecture(name) is not None:  # 'lenet': a spec, not a pretrained model
+                hints.append(
+                    Hint(
+                        "build_architecture",
+                        f"{name!r} is a named architecture without pretrained weights: build it "
+                        f"with kzoo.build({name!r}) (kzoo.list_architectures() lists them all)",
+                        {"name": name},
+                    )
+                )
+            raise UnknownNameError("model", name, list(self.models), hints=hints) from None
 
     def source(self, name: str, tag: str) -> WeightSource:
         """The weight source ``tag`` of model ``name``; UnknownNameError otherwise."""

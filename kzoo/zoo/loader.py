@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kzoo import converters
+from kzoo.backend import require_backend
 from kzoo.builder import build
 from kzoo.converters.assign import assign
 from kzoo.errors import ConversionError, DownloadError
@@ -75,9 +76,12 @@ def load(
         DownloadError: The file cannot be fetched (OfflineError when ``KZOO_OFFLINE=1``).
         ConversionError: The file does not fit the model.
     """
+    require_backend()  # before any download: no point fetching weights Keras cannot load
     man = load_manifest(manifest)
     entry, source = resolve(name, weights, man)
     local = _local_file(weights, entry) if source is None and weights is not None else None
+    if local is not None:  # a bad file fails now, before the (slow) build
+        converters.inspect(local[1], local[0], values=False)
     shape = _input_shape(entry, include_top, input_shape, pooling)
     plan = WeightsPlan(source, include_top, cache_dir, progress) if source is not None else None
     layer = None

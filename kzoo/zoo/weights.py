@@ -13,6 +13,7 @@ commands; they return data and print nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from kzoo import converters, download
-from kzoo.errors import ChecksumError, DownloadError, Hint, KzooError
+from kzoo.errors import ChecksumError, ConversionError, DownloadError, Hint, KzooError
 from kzoo.zoo import names
 from kzoo.zoo.entries import FileEntry, WeightSource
 from kzoo.zoo.manifest import ManifestLike
@@ -388,7 +389,12 @@ class WeightsPlan:
             return load_weights(self.hit)
         source, raw = self.source, self.raw
         logger.info("converting %s (%s) for %s", raw, source.format, self.stem)
-        arrays = converters.convert(source.format, raw, slots)
+        try:
+            arrays = converters.convert(source.format, raw, slots)
+        except ConversionError as error:
+            if error.file_is_bad:
+                self._discard_raw(error)
+            raise
         meta = {
             "model": source.model,
             "tag": source.tag,
@@ -407,6 +413,31 @@ class WeightsPlan:
             return arrays
         save_weights(target, arrays, meta)
         return arrays
+
+    def _discard_raw(self, error: ConversionError) -> None:
+        """Delete a cached download its own reader refuses, so no bad file is kept.
+
+        Only from the writable root: read-only layers are someone else's to fix. The error's
+        message then says so, and the next load downloads the file again.
+        """
+        raw = self.raw
+        if raw is None or not _inside(raw, download.cache_root(self.cache_dir)):
+            return
+        for path in (raw, _sidecar(raw)):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        with contextlib.suppress(OSError):
+            raw.parent.rmdir()  # the <variant>-<hash> folder, when nothing else is in it
+        error.args = (f"{error.args[0]}\nThe cached copy {raw} was deleted; the next load "
+                      "downloads it again.", *error.args[1:])  # fmt: skip
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
 
 
 def _sidecar(raw: Path) -> Path:
