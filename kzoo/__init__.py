@@ -11,11 +11,12 @@ is imported, so ``keras.saving.load_model`` can reload models that use them afte
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-import importlib.util
 import sys
-from typing import Any
+from collections.abc import Iterator
 
+from kzoo.backend import require_backend
 from kzoo.errors import (
     BackendError,
     ChecksumError,
@@ -32,7 +33,7 @@ from kzoo.errors import (
     UnknownNameError,
     UnsafePickleError,
 )
-from kzoo.lazy import lazy_exports
+from kzoo.lazy import lazy_exports, on_first_import
 
 __version__ = "0.1.0"
 
@@ -105,41 +106,20 @@ def __dir__() -> list[str]:
     return __all__
 
 
-class _RegisterLayersAfterKeras:
-    """Imports kzoo.layers right after Keras itself, whoever imports Keras.
+@contextlib.contextmanager
+def _keras_with_kzoo_layers() -> Iterator[None]:
+    """Around Keras's first import: a clear error without a backend; then kzoo's layers.
 
-    Written by hand because Python has no post-import hook. Keras only deserializes classes
-    that are registered, so kzoo's layers must be registered before a saved model is loaded;
-    importing Keras eagerly instead would cost every ``kzoo explain`` several seconds. (A meta
-    path finder only needs ``find_spec``; skipping importlib.abc keeps ``import kzoo`` light.)
+    Keras only deserializes classes that are registered, so kzoo's layers must be registered
+    before a saved model is loaded, whoever imports Keras; importing Keras eagerly instead
+    would cost every ``kzoo explain`` several seconds.
     """
-
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None):
-        if fullname != "keras":
-            return None
-        sys.meta_path.remove(self)  # one-shot; also keeps find_spec below from recursing
-        spec = importlib.util.find_spec("keras")
-        if spec is not None and spec.loader is not None:
-            spec.loader = _ThenImportLayers(spec.loader)
-        return spec
-
-
-class _ThenImportLayers:
-    def __init__(self, loader: Any) -> None:
-        self._loader = loader
-
-    def create_module(self, spec):
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module) -> None:
-        self._loader.exec_module(module)
-        importlib.import_module("kzoo.layers")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._loader, name)
+    require_backend()  # a missing backend: one clear error instead of Keras's traceback
+    yield
+    importlib.import_module("kzoo.layers")
 
 
 if "keras" in sys.modules:
     importlib.import_module("kzoo.layers")
-elif not any(isinstance(f, _RegisterLayersAfterKeras) for f in sys.meta_path):
-    sys.meta_path.insert(0, _RegisterLayersAfterKeras())
+else:
+    on_first_import("keras", _keras_with_kzoo_layers)

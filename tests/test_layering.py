@@ -39,6 +39,7 @@ LAYERS: dict[str, int] = {
             "kzoo.diagnostics",
             "kzoo.datasets",
             "kzoo.taps",
+            "kzoo.backend",
         ),
         2,
     ),

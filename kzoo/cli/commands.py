@@ -300,6 +300,32 @@ def _add_plot(subparsers: argparse._SubParsersAction) -> None:
     history.add_argument("--out", type=Path, default=Path("history.png"), help="PNG to write")
 
 
+def _add_export(subparsers: argparse._SubParsersAction) -> None:
+    parser = _command(
+        subparsers,
+        "export",
+        ("export", "run_export"),
+        checks=(_files("model", optional=("labels",)),),
+        help="export a saved model for serving (SavedModel, ONNX, LiteRT) and verify it",
+        description="Write the model in another runtime's format, reload it there, and check "
+        "that it computes what Keras does.",
+    )
+    parser.add_argument("model", help="a saved model (.keras)")
+    parser.add_argument(
+        "--format",
+        choices=("tf_saved_model", "onnx", "litert"),
+        default="tf_saved_model",
+        help="artifact format (default: %(default)s)",
+    )
+    parser.add_argument("--out", required=True, help="where to write the artifact")
+    parser.add_argument(
+        "--labels", help="class names to carry (default: <model>.labels.txt beside the model)"
+    )
+    parser.add_argument(
+        "--no-verify", action="store_true", help="skip reloading and comparing the artifact"
+    )
+
+
 def make_parser(version: str) -> argparse.ArgumentParser:
     """The argument parser of every command (imports no command's code).
 
@@ -313,6 +339,6 @@ def make_parser(version: str) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kzoo {version}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what kzoo does")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_dsl, _add_zoo, _add_transfer, _add_plot):
+    for add in (_add_dsl, _add_zoo, _add_transfer, _add_plot, _add_export):
         add(subparsers)
     return parser

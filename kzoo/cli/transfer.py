@@ -4,13 +4,16 @@
         --input-shape 160x160x3 --out flowers.keras
 
 The folder holds one sub-folder per class. The saved model takes RGB 0-255 images, and its
-class names go to ``<out>.labels.txt`` (one per line), so ``kzoo classify IMAGE --model
-flowers.keras --labels flowers.labels.txt`` works on it.
+class names go beside it with the same stem (``flowers.keras`` -> ``flowers.labels.txt``, one
+per line), so ``kzoo classify IMAGE --model flowers.keras --labels flowers.labels.txt`` works
+on it. When the training diagnostics stop a phase (NaN loss, chance-level accuracy, collapsed
+predictions), nothing is saved and the command says why and exits with status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import keras
@@ -32,9 +35,10 @@ def run_transfer(args: argparse.Namespace) -> int:
     if base.endswith(".keras"):
         base = keras.saving.load_model(base, compile=False)
     unfreeze = int(args.unfreeze) if args.unfreeze.isdigit() else args.unfreeze
+    head = args.head.replace("{classes}", str(len(classes)))
     clf = transfer(
         base,
-        head=args.head.replace("{classes}", str(len(classes))),
+        head=head,
         cut=args.cut,
         input_shape=shape,
         weights=None if args.weights.lower() == "none" else args.weights,
@@ -49,11 +53,11 @@ def run_transfer(args: argparse.Namespace) -> int:
     if outputs != len(classes):
         raise TransferError(
             f"the head has {outputs} outputs but {data} has {len(classes)} classes; end the "
-            f"head with FC{len(classes)} or FC{{classes}}. Received: --head {args.head!r}"
+            f"head with FC{len(classes)} or FC{{classes}}. Received: --head {head!r}"
         )
     print(
         f"base {clf.base.name}: {clf.base.count_params():,} parameters, features "
-        f"{tuple(clf.base.output.shape[1:])}; head {args.head}"
+        f"{tuple(clf.base.output.shape[1:])}; head {head}"
     )
     history = clf.fit(
         train,
@@ -64,6 +68,14 @@ def run_transfer(args: argparse.Namespace) -> int:
         diagnostics=not args.no_diagnostics,
         verbose=0 if args.quiet else "auto",
     )
+    if history.stopped is not None and history.stopped.by_diagnostics:
+        print(f"error: {history.stopped}", file=sys.stderr)
+        print(
+            f"  nothing saved to {out}; fix the cause above, or pass --no-diagnostics to "
+            "train to the end anyway",
+            file=sys.stderr,
+        )
+        return 1
     out.parent.mkdir(parents=True, exist_ok=True)
     clf.model.save(out)
     labels = out.with_suffix(".labels.txt")
