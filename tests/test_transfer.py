@@ -273,9 +273,10 @@ def test_callbacks_see_the_full_model_while_the_head_trains_on_cached_features(t
 def test_diagnostics_are_attached_by_default():
     from kzoo.transfer_learning.training import _with_diagnostics
 
-    callbacks = _with_diagnostics([], True)
+    callbacks, watch = _with_diagnostics([], True)
     assert [type(c).__name__ for c in callbacks] == ["TrainingDiagnostics"]
-    assert _with_diagnostics([], False) == []
+    assert callbacks == [watch]
+    assert _with_diagnostics([], False) == ([], None)
 
 
 def test_bad_cut_names_every_valid_cut_point():

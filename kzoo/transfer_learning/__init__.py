@@ -11,7 +11,7 @@ phase's optimizer with its per-group learning rates. Importing this package impo
 
 from __future__ import annotations
 
-from kzoo.transfer_learning.training import Transfer, TransferHistory, transfer
+from kzoo.transfer_learning.training import PhaseStop, Transfer, TransferHistory, transfer
 from kzoo.transfer_learning.unfreeze import select_layers
 
-__all__ = ["Transfer", "TransferHistory", "select_layers", "transfer"]
+__all__ = ["PhaseStop", "Transfer", "TransferHistory", "select_layers", "transfer"]

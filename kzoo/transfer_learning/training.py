@@ -22,9 +22,11 @@ import contextlib
 import logging
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import keras
+import numpy as np
 
 from kzoo.diagnostics import TrainingDiagnostics
 from kzoo.errors import TransferError
@@ -47,7 +49,7 @@ from kzoo.transfer_learning.parts import (
 from kzoo.transfer_learning.rates import fresh_optimizer, scale_learning_rates
 from kzoo.transfer_learning.unfreeze import select_layers
 
-__all__ = ["Transfer", "TransferHistory", "transfer"]
+__all__ = ["PhaseStop", "Transfer", "TransferHistory", "transfer"]
 
 logger = logging.getLogger("kzoo")
 
@@ -146,6 +148,33 @@ def transfer(
     )
 
 
+@dataclass(frozen=True)
+class PhaseStop:
+    """Why a training phase ended before its last epoch.
+
+    Attributes:
+        phase: ``"frozen"`` or ``"fine_tune"``.
+        epoch: The last epoch trained, counted from 1 over both phases.
+        reason: The :class:`kzoo.diagnostics.Finding` kind (``"nan_loss"``,
+            ``"chance_accuracy"``, ``"constant_predictions"``), or ``"callback"`` when one of
+            the caller's callbacks (early stopping, ...) stopped it.
+        message: What happened, in plain words, with the usual causes.
+    """
+
+    phase: str
+    epoch: int
+    reason: str
+    message: str
+
+    @property
+    def by_diagnostics(self) -> bool:
+        """Whether kzoo's training diagnostics, not a callback of the caller's, stopped it."""
+        return self.reason != "callback"
+
+    def __str__(self) -> str:
+        return f"training stopped in the {self.phase} phase at epoch {self.epoch}: {self.message}"
+
+
 class TransferHistory(keras.callbacks.History):
     """One History across both phases.
 
@@ -155,6 +184,8 @@ class TransferHistory(keras.callbacks.History):
         phase_boundary: The number of epochs trained before fine-tuning started (index of
             the first fine-tuning epoch in ``epoch``); None before any fine-tuning.
         phases: ``"frozen"`` or ``"fine_tune"`` per epoch.
+        stopped: A :class:`PhaseStop` when a phase ended early (diagnostics or a callback),
+            else None. A frozen phase that stopped is not followed by fine-tuning.
     """
 
     def __init__(self) -> None:
@@ -163,6 +194,7 @@ class TransferHistory(keras.callbacks.History):
         self.epoch: list[int] = []
         self.phases: list[str] = []
         self.phase_boundary: int | None = None
+        self.stopped: PhaseStop | None = None
 
     def _extend(self, phase: str, run: keras.callbacks.History) -> None:
         if phase == "fine_tune" and self.phase_boundary is None:
@@ -252,7 +284,8 @@ class Transfer:
                 ``learning_rate``/``pretrained_lr_multiplier`` (phase 2 only).
 
         Returns:
-            The history of both phases, with ``phase_boundary`` set.
+            The history of both phases, with ``phase_boundary`` set, and ``stopped`` saying
+            which phase ended early and why, if one did.
         """
         frozen_only = {
             k: kwargs.pop(k) for k in ("cache_features", "head_batch_size") if k in kwargs
@@ -262,7 +295,8 @@ class Transfer:
         }
         if frozen_epochs:
             self.fit_frozen(x, y, epochs=frozen_epochs, **frozen_only, **kwargs)
-            if self.model.stop_training:  # early stopping ends the whole run
+            if self.history.stopped is not None:  # diagnostics or early stopping end the run
+                logger.warning("%s Fine-tuning skipped.", self.history.stopped)
                 return self.history
         if fine_tune_epochs:
             self.fine_tune(
@@ -302,9 +336,10 @@ class Transfer:
         self._freeze()
         setting = self.cache_features if cache_features is None else cache_features
         _check_choice("cache_features", setting, CACHE_CHOICES)
-        callbacks = _with_diagnostics(callbacks, diagnostics)
+        callbacks, watch = _with_diagnostics(callbacks, diagnostics)
         offset = len(self.history.epoch)
         args = {"epochs": offset + epochs, "initial_epoch": offset, "verbose": verbose}
+        seen = len(watch.findings) if watch else 0
         with self._scope():
             if can_cache(self.base, self.augmentation, x, validation_data, setting, fit_kwargs):
                 run = self._fit_cached(
@@ -316,9 +351,10 @@ class Transfer:
                 self.model.stop_training = False
                 run = self.model.fit(
                     x, y, validation_data=validation_data, batch_size=batch_size,
-                    callbacks=callbacks, **args, **fit_kwargs,
+                    callbacks=callbacks, **args, **_keep_order(x, fit_kwargs),
                 )  # fmt: skip
         self.history._extend("frozen", run)
+        self._note_stop("frozen", epochs, run, watch, seen)
         return run
 
     def fine_tune(
@@ -367,17 +403,43 @@ class Transfer:
             len(selected), lr, lr * ratio,
         )  # fmt: skip
         offset = len(self.history.epoch)
+        callbacks, watch = _with_diagnostics(callbacks, diagnostics)
+        seen = len(watch.findings) if watch else 0
         with self._scope():
             pretrained = [v for v in self.base.trainable_variables]
             self._compile(self.model, lr, {id(v): ratio for v in pretrained})
             self.model.stop_training = False
             run = self.model.fit(
                 x, y, validation_data=validation_data, batch_size=batch_size,
-                callbacks=_with_diagnostics(callbacks, diagnostics),
-                epochs=offset + epochs, initial_epoch=offset, verbose=verbose, **fit_kwargs,
+                callbacks=callbacks, epochs=offset + epochs, initial_epoch=offset,
+                verbose=verbose, **_keep_order(x, fit_kwargs),
             )  # fmt: skip
         self.history._extend("fine_tune", run)
+        self._note_stop("fine_tune", epochs, run, watch, seen)
         return run
+
+    def _note_stop(
+        self,
+        phase: str,
+        epochs: int,
+        run: keras.callbacks.History,
+        watch: TrainingDiagnostics | None,
+        seen: int,
+    ) -> None:
+        """Record in the history why ``phase`` stopped, if something stopped it.
+
+        Diagnostics in ``"stop"`` mode stop a phase even on its last epoch (the next phase
+        must not start on a broken model); a callback's stop counts when epochs were left.
+        """
+        epoch = len(self.history.epoch)
+        found = watch.findings[seen:] if watch is not None and watch.on_problem == "stop" else []
+        if found:
+            stop = PhaseStop(phase, epoch, found[0].kind, found[0].message)
+        elif len(run.epoch) < epochs:
+            stop = PhaseStop(phase, epoch, "callback", "a callback stopped training")
+        else:
+            return
+        self.history.stopped = stop
 
     def learning_rates(self) -> dict[str, float]:
         """Variable path -> the learning rate the current optimizer applies to it."""
@@ -410,9 +472,11 @@ class Transfer:
         self._compile(self.head, self.learning_rate, steps=steps)
         self.model.stop_training = self.head.stop_training = False
         callbacks = [OnFullModel(c, self.model) for c in callbacks]
+        # the features are arrays: shuffle them only where the caller's data would be shuffled
+        shuffle = kw.pop("shuffle", _is_array_like(x))
         run = self.head.fit(
             features, targets[0], sample_weight=targets[1], validation_data=validation_data,
-            batch_size=batch, callbacks=callbacks, **args, **kw,
+            batch_size=batch, callbacks=callbacks, shuffle=shuffle, **args, **kw,
         )  # fmt: skip
         # so that self.model.evaluate()/predict() work right after a cached phase
         self._compile(self.model, self.learning_rate)
@@ -467,13 +531,29 @@ class Transfer:
 # -- callbacks, strategy, checks -----------------------------------------------------------
 
 
-def _with_diagnostics(callbacks: Any, diagnostics: bool) -> list:
+def _with_diagnostics(callbacks: Any, diagnostics: bool) -> tuple[list, TrainingDiagnostics | None]:
+    """The callbacks, with kzoo's diagnostics added unless asked not to; and the diagnostics."""
     callbacks = list(callbacks or [])
-    if not diagnostics:
-        return callbacks
-    if not any(isinstance(c, TrainingDiagnostics) for c in callbacks):
-        callbacks.append(TrainingDiagnostics())
-    return callbacks
+    watch = next((c for c in callbacks if isinstance(c, TrainingDiagnostics)), None)
+    if diagnostics and watch is None:
+        watch = TrainingDiagnostics()
+        callbacks.append(watch)
+    return callbacks, watch
+
+
+def _is_array_like(x: Any) -> bool:
+    return x is None or isinstance(x, np.ndarray | list | dict | tuple) or hasattr(x, "__array__")
+
+
+def _keep_order(x: Any, fit_kwargs: dict) -> dict:
+    """``fit`` arguments that leave a dataset's or generator's own order alone.
+
+    Keras's ``shuffle=True`` default means nothing for those (and says so in a warning on
+    every call): kzoo passes ``shuffle=False`` unless the caller chose.
+    """
+    if "shuffle" in fit_kwargs or _is_array_like(x):
+        return fit_kwargs
+    return {**fit_kwargs, "shuffle": False}
 
 
 def _current_tf_strategy() -> Any:
