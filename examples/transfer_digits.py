@@ -17,10 +17,27 @@ Both are tested on every test image of digits 5-9, for several random draws of t
     python examples/transfer_digits.py --smoke      # a few seconds, for tests
 """
 
+# ruff: noqa: E402 - Keras is imported after the command line is parsed
 from __future__ import annotations
 
 import argparse
 import time
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; parsed before Keras loads, so --help answers at once."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--per-class", type=int, nargs="+", default=[3, 5, 10], help="labelled images per digit"
+    )
+    parser.add_argument("--seeds", type=int, default=3, help="draws of the few images to average")
+    parser.add_argument("--source", default="auto", choices=("auto", "keras", "offline"))
+    parser.add_argument("--smoke", action="store_true", help="tiny run for tests")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad flags: an answer before TensorFlow loads
 
 import keras
 import numpy as np
@@ -67,14 +84,7 @@ def pretrain(x, y, epochs: int, seed: int) -> keras.Model:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--per-class", type=int, nargs="+", default=[3, 5, 10], help="labelled images per digit"
-    )
-    parser.add_argument("--seeds", type=int, default=3, help="draws of the few images to average")
-    parser.add_argument("--source", default="auto", choices=("auto", "keras", "offline"))
-    parser.add_argument("--smoke", action="store_true", help="tiny run for tests")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     pre_epochs, frozen_epochs, fine_epochs = (1, 2, 1) if args.smoke else (8, 30, 20)
     settings, seeds = ([2], 1) if args.smoke else (args.per_class, args.seeds)
 

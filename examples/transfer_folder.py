@@ -7,11 +7,37 @@ The model takes RGB 0-255 images (VGG's preprocessing is inside it) and is saved
 ``.keras`` file that ``keras.saving.load_model`` reloads after ``import kzoo``.
 """
 
+# ruff: noqa: E402 - Keras is imported after the command line is parsed
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 from pathlib import Path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; parsed before Keras loads, so --help answers at once."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", nargs="?", help="folder with one sub-folder per class")
+    parser.add_argument("--input-shape", default="160x160x3")
+    parser.add_argument("--weights", default="imagenet", help="weights tag or file")
+    parser.add_argument("--frozen-epochs", type=int, default=3)
+    parser.add_argument("--fine-tune-epochs", type=int, default=5)
+    parser.add_argument("--out", default="folder_classifier.keras")
+    parser.add_argument("--smoke", action="store_true", help="tiny folder and synthetic weights")
+    parser.add_argument(
+        "--work", help="--smoke: folder for the generated images, weights and model "
+        "(default: a temporary folder, deleted at the end)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    if not args.data and not args.smoke:
+        parser.error("give a folder of images, or --smoke")
+    return args
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad flags: an answer before TensorFlow loads
 
 import keras
 import numpy as np
@@ -34,18 +60,11 @@ def write_tiny_folder(root: Path, classes=("red", "green", "blue"), per_class=8,
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data", nargs="?", help="folder with one sub-folder per class")
-    parser.add_argument("--input-shape", default="160x160x3")
-    parser.add_argument("--weights", default="imagenet", help="weights tag or file")
-    parser.add_argument("--frozen-epochs", type=int, default=3)
-    parser.add_argument("--fine-tune-epochs", type=int, default=5)
-    parser.add_argument("--out", default="folder_classifier.keras")
-    parser.add_argument("--smoke", action="store_true", help="tiny folder and synthetic weights")
-    args = parser.parse_args(argv)
-
-    work = Path(tempfile.mkdtemp(prefix="kzoo_transfer_")) if args.smoke else None
-    if args.smoke:
+    args = parse_args(argv)
+    if not args.smoke:
+        return train(args)
+    with contextlib.ExitStack() as stack:  # nothing of a smoke run is left behind
+        work = Path(args.work or stack.enter_context(tempfile.TemporaryDirectory()))
         from kzoo.synthetic import VGG19, write_keras_h5
 
         args.data = write_tiny_folder(work / "images")
@@ -53,8 +72,11 @@ def main(argv=None) -> dict:
         write_keras_h5(Path(args.weights), VGG19, include_top=False)  # random, real layout
         args.input_shape, args.frozen_epochs, args.fine_tune_epochs = "32x32x3", 2, 1
         args.out = str(work / "folder_classifier.keras")
-    if not args.data:
-        parser.error("give a folder of images, or --smoke")
+        return train(args)
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Transfer VGG-19 to the folder, save, reload, and report."""
     height, width, channels = (int(v) for v in args.input_shape.split("x"))
 
     train, validation = keras.utils.image_dataset_from_directory(

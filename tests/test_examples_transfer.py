@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import tempfile
 from pathlib import Path
 
 import keras
@@ -24,9 +25,15 @@ def test_transfer_digits_smoke_reports_both_accuracies(capsys):
     assert 0.0 <= result["transfer"] <= 1.0 and 0.0 <= result["scratch"] <= 1.0
 
 
-def test_transfer_folder_smoke_trains_saves_and_reloads_vgg19(capsys):
-    result = _example("transfer_folder").main(["--smoke"])
+def test_transfer_folder_smoke_trains_saves_and_reloads_vgg19(capsys, tmp_path):
+    result = _example("transfer_folder").main(["--smoke", "--work", str(tmp_path)])
     assert result["same"] and result["classes"] == ["blue", "green", "red"]
     model = keras.saving.load_model(result["out"])
     assert model.input_shape == (None, 32, 32, 3)
     assert "phase boundary after epoch 2" in capsys.readouterr().out
+
+
+def test_transfer_folder_smoke_leaves_nothing_in_the_temp_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where TemporaryDirectory goes
+    _example("transfer_folder").main(["--smoke"])
+    assert list(tmp_path.iterdir()) == []
