@@ -44,6 +44,8 @@ _LAZY: dict[str, str] = {
     "build": "kzoo.builder",
     "decode_predictions": "kzoo.zoo",
     "explain": "kzoo.dsl",
+    "features": "kzoo.zoo",
+    "fool": "kzoo.input_optimization",
     "list_architectures": "kzoo.dsl",
     "list_models": "kzoo.zoo",
     "load": "kzoo.zoo",
@@ -51,10 +53,11 @@ _LAZY: dict[str, str] = {
     "preprocess_input": "kzoo.zoo",
     "register_token": "kzoo.dsl",
     "scoped_tokens": "kzoo.dsl",
+    "stylize": "kzoo.input_optimization",
     "to_string": "kzoo.dsl",
     "transfer": "kzoo.transfer_learning",
 }
-_SUBMODULES = ("datasets", "diagnostics", "layers", "plots")
+_SUBMODULES = ("datasets", "diagnostics", "layers", "losses", "plots")
 
 __all__ = [
     "BackendError",
@@ -79,15 +82,19 @@ __all__ = [
     "decode_predictions",
     "diagnostics",
     "explain",
+    "features",
+    "fool",
     "layers",
     "list_architectures",
     "list_models",
     "load",
+    "losses",
     "parse",
     "plots",
     "preprocess_input",
     "register_token",
     "scoped_tokens",
+    "stylize",
     "to_string",
     "transfer",
 ]
@@ -116,10 +123,18 @@ def _keras_with_kzoo_layers() -> Iterator[None]:
     """
     require_backend()  # a missing backend: one clear error instead of Keras's traceback
     yield
-    importlib.import_module("kzoo.layers")
+    _register()
 
+
+def _register() -> None:
+    for module in _REGISTERED:
+        importlib.import_module(module)
+
+
+# the modules whose import registers kzoo's serializable Keras objects
+_REGISTERED = ("kzoo.layers", "kzoo.losses")
 
 if "keras" in sys.modules:
-    importlib.import_module("kzoo.layers")
+    _register()
 else:
     on_first_import("keras", _keras_with_kzoo_layers)

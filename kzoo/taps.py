@@ -8,10 +8,13 @@ raises "Graph disconnected" for a layer inside the base. Here a layer is named b
 * :func:`walk` visits a layer and every layer nested in it; :func:`layer_paths` names them;
 * :func:`find_layer` resolves a path or a bare name, with did-you-mean;
 * :func:`block_outputs` picks the last layer of each conv block (the one before each pool);
+* :func:`flatten` inlines nested models (their layers called directly, weights shared);
 * :func:`tap` builds a Functional model from the same inputs to a dict of those layers'
   outputs, nested ones included, sharing every weight with the original.
 
-Keras is used through the model given; nothing here imports it at import time.
+Keras is used through the model given; nothing here imports it at import time. Tapping runs
+the model's graph again with Keras's own graph runner (``Functional._run_through_graph``, a
+private method): Keras has no public way to reach a layer inside a nested model's call.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 from kzoo.errors import UnknownNameError
 
-__all__ = ["block_outputs", "find_layer", "layer_paths", "tap", "walk"]
+__all__ = ["block_outputs", "find_layer", "flatten", "layer_paths", "tap", "walk"]
 
 _POOLS = ("MaxPooling2D", "AveragePooling2D")
 
@@ -105,66 +108,99 @@ def block_outputs(model: Any) -> list[str]:
 def tap(model: Any, layers: Sequence[str] | Mapping[str, str], name: str | None = None) -> Any:
     """A Functional model from ``model``'s inputs to the outputs of the named layers.
 
+    Nested models are inlined first (their layers called directly, see :func:`flatten`), so
+    the result has one level of layers, shares every weight with ``model`` and saves and
+    reloads as ``.keras``.
+
     Args:
-        model: A Functional Keras model; layers may sit inside nested models.
+        model: A Functional or Sequential Keras model; layers may sit inside nested models.
         layers: Layer names or paths (their resolved paths become the output keys), or a
             mapping of output key -> layer name or path.
         name: The new model's name (default ``"<model>_taps"``).
 
     Returns:
-        A ``keras.Model`` returning a dict of output key -> tensor; it shares the layers (and
-        weights) of ``model``.
+        A ``keras.Model`` returning a dict of output key -> tensor.
 
     Raises:
         UnknownNameError: A name that is no layer of ``model``.
-        ValueError: An empty list of layers, or a layer that is not in ``model``'s graph.
+        ValueError: An empty list of layers, or a model without a layer graph.
     """
     import keras
 
-    wanted = dict(layers) if isinstance(layers, Mapping) else None
-    if wanted is None:
+    if isinstance(layers, Mapping):
+        wanted = {key: find_layer(model, layer)[1] for key, layer in layers.items()}
+    else:
         wanted = {}
         for layer_name in layers:
-            path, _ = find_layer(model, layer_name)
-            wanted[path] = path
+            path, layer = find_layer(model, layer_name)
+            wanted[path] = layer
     if not wanted:
         raise ValueError("tap needs at least one layer name. Received: layers=[]")
+    inputs, _, produced = _inline(model)
     outputs = {}
-    for key, layer_name in wanted.items():
-        path, _ = find_layer(model, layer_name)
-        outputs[key] = _tensor(model, path.split("/"))
-    return keras.Model(model.inputs, outputs, name=name or f"{model.name}_taps")
+    for key, layer in wanted.items():
+        if id(layer) not in produced:
+            raise ValueError(
+                f"layer {layer.name!r} is not called in {model.name!r}'s graph, so it has no "
+                "output to tap"
+            )
+        outputs[key] = produced[id(layer)]
+    return keras.Model(inputs, outputs, name=name or f"{model.name}_taps")
 
 
-def _tensor(model: Any, parts: Sequence[str]) -> Any:
-    """The symbolic output of the layer at ``parts`` in ``model``'s own graph."""
-    layer = model.get_layer(parts[0])
-    node = _node_in(model, layer)
-    if len(parts) == 1:
-        return node.output_tensors[0] if len(node.output_tensors) == 1 else node.output_tensors
+def flatten(model: Any) -> Any:
+    """The same computation as ``model`` with every nested model's layers called directly.
+
+    Layers are shared, not copied. A nested model's own call arguments (a transfer base's
+    ``training=False``) are not kept: the layers follow the flat model's training flag, and
+    a frozen BatchNormalization runs in inference mode either way.
+
+    Raises:
+        ValueError: ``model`` has no layer graph (a subclassed model), or the inlined layers'
+            names collide.
+    """
     import keras
 
-    # A layer inside a nested model: tap it in the nested model's graph, then call that tap
-    # on the tensor that fed the nested model here, so the result hangs off model.inputs.
-    inner = keras.Model(layer.inputs, _tensor(layer, parts[1:]))
-    inputs = node.input_tensors
-    return inner(inputs[0] if len(inputs) == 1 else inputs)
+    inputs, outputs, _ = _inline(model)
+    try:
+        return keras.Model(inputs, outputs, name=f"{model.name}_flat")
+    except ValueError as error:
+        raise ValueError(
+            f"cannot inline the nested models of {model.name!r}: their layers, called "
+            f"directly, {error}. Give the layers unique names."
+        ) from error
 
 
-def _node_in(model: Any, layer: Any) -> Any:
-    # Keras keeps no public map from a layer to its call inside a given model; a Functional
-    # model lists its nodes as "<id(operation)>_ib-<index>" keys (keras.src.ops.function).
-    keys = getattr(model, "_nodes", None)
-    nodes = getattr(layer, "_inbound_nodes", [])
-    if keys is None:  # not a Functional model: only an unambiguous call can be used
-        if len(nodes) == 1:
-            return nodes[0]
-    else:
-        for index, node in enumerate(nodes):
-            if f"{id(layer)}_ib-{index}" in keys:
-                return node
-    raise ValueError(
-        f"cannot find where {getattr(model, 'name', 'the model')!r} calls layer "
-        f"{layer.name!r}: tapping needs a Functional or Sequential model. "
-        f"Received: {type(model).__name__}"
-    )
+def _inline(model: Any) -> tuple[Any, Any, dict[int, Any]]:
+    """Run ``model``'s graph again on its inputs, nested models inlined.
+
+    Returns ``(inputs, outputs, produced)``, ``produced`` mapping ``id(layer)`` to what the
+    layer (or nested model) returned in the new graph.
+    """
+    if not hasattr(model, "_run_through_graph"):
+        raise ValueError(
+            f"tapping layers needs a Functional or Sequential model; {model.name!r} is a "
+            f"{type(model).__name__} with no layer graph. Received: {type(model).__name__}"
+        )
+    produced: dict[int, Any] = {}
+
+    def inline(operation: Any) -> Any:
+        # Keras runs a Functional graph through one hook per operation; a nested model's
+        # hook runs its own graph the same way, so its layers land in the outer graph.
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if hasattr(operation, "_run_through_graph"):
+                result = operation._run_through_graph(args[0], operation_fn=inline)
+            else:
+                result = operation(*args, **kwargs)
+            produced[id(operation)] = result
+            return result
+
+        return call
+
+    outputs = model._run_through_graph(model.inputs, operation_fn=inline)
+    return _inputs(model), outputs, produced
+
+
+def _inputs(model: Any) -> Any:
+    # one input as a tensor, not a list: Keras warns when a call's structure differs
+    return model.inputs[0] if len(model.inputs) == 1 else model.inputs

@@ -74,3 +74,15 @@ def test_bench_download_small_payload_prints_its_ratio_last() -> None:
     last = out.strip().splitlines()[-1]
     assert last.startswith("ratio fetch/raw: ")
     assert float(last.split(": ")[1]) > 0
+
+
+@pytest.mark.slow
+def test_bench_features_small_run_checks_both_sides_and_prints_its_ratios_last() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_features.py"), "--size", "32",
+         "--repeats", "1", "--steps", "1"],
+        capture_output=True, text=True, check=True, timeout=600,
+    ).stdout.strip().splitlines()  # fmt: skip
+    assert out[-2].startswith("features ratio (kzoo / hand")
+    assert out[-1].startswith("stylize step ratio (kzoo / keras.io loop")
+    assert float(out[-1].rsplit(" ", 1)[1]) > 0

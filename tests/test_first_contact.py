@@ -351,7 +351,15 @@ def test_commands_that_load_tensorflow_print_none_of_its_native_start_up_lines()
 
 @pytest.mark.parametrize(
     "example",
-    ["lenet_mnist", "mnist_table", "regression_units", "transfer_digits", "transfer_folder"],
+    [
+        "lenet_mnist",
+        "mnist_table",
+        "regression_units",
+        "transfer_digits",
+        "transfer_folder",
+        "fooling_digits",
+        "style_transfer",
+    ],
 )
 def test_example_help_answers_without_importing_tensorflow(example):
     code = (

@@ -258,7 +258,7 @@ def _add_transfer(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_plot(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "plot", help="draw kernels, saliency maps or training curves to a PNG"
+        "plot", help="draw kernels, feature maps, saliency or occlusion maps, training curves"
     )
     commands = parser.add_subparsers(dest="plot_command", metavar="WHAT", required=True)
     kernels = _command(
@@ -284,6 +284,39 @@ def _add_plot(subparsers: argparse._SubParsersAction) -> None:
     saliency.add_argument("--class", dest="class_index", type=int, help="class to explain")
     saliency.add_argument("--out", type=Path, default=Path("saliency.png"), help="PNG to write")
 
+    features = _command(
+        commands,
+        "features",
+        ("plot", "run_features"),
+        checks=(_files("model", "image"),),
+        help="the feature maps of an image at one layer, as a grid",
+    )
+    features.add_argument("model", type=Path, help="a saved model (.keras)")
+    features.add_argument("image", type=Path, help="an image file, or a .npy array")
+    features.add_argument(
+        "--layer", help="layer name or path, e.g. block3_conv4 (default: the first conv)"
+    )
+    features.add_argument("--maps", type=int, default=64, help="at most this many maps")
+    features.add_argument("--out", type=Path, default=Path("features.png"), help="PNG to write")
+
+    occlusion = _command(
+        commands,
+        "occlusion",
+        ("plot", "run_occlusion"),
+        checks=(_files("model", "image"),),
+        help="where the network looks: the class score as a grey patch slides over the image",
+    )
+    occlusion.add_argument("model", type=Path, help="a saved model (.keras)")
+    occlusion.add_argument("image", type=Path, help="an image file, or a .npy array")
+    occlusion.add_argument("--class", dest="class_index", type=int, help="class to explain")
+    occlusion.add_argument(
+        "--patch", type=int, help="patch side in pixels (default: 1/8 of the image)"
+    )
+    occlusion.add_argument(
+        "--stride", type=int, help="patch step in pixels (default: half a patch)"
+    )
+    occlusion.add_argument("--out", type=Path, default=Path("occlusion.png"), help="PNG to write")
+
     history = _command(
         commands,
         "history",
@@ -298,6 +331,38 @@ def _add_plot(subparsers: argparse._SubParsersAction) -> None:
     )
     history.add_argument("--phase-boundary", type=int, help="epochs before fine-tuning")
     history.add_argument("--out", type=Path, default=Path("history.png"), help="PNG to write")
+
+
+def _add_stylize(subparsers: argparse._SubParsersAction) -> None:
+    parser = _command(
+        subparsers,
+        "stylize",
+        ("stylize", "run_stylize"),
+        checks=(_files("content", "style"), _positive("size", "steps")),
+        help="paint a photo in the style of another image (Gatys et al.)",
+        description="Optimise the content image until its VGG features keep the photo's "
+        "content and take on the style image's textures.",
+    )
+    parser.add_argument("content", help="the photo")
+    parser.add_argument("style", help="the painting whose style to take")
+    parser.add_argument("--out", required=True, help="PNG to write")
+    parser.add_argument("--size", type=int, default=384, help="longer side in pixels")
+    parser.add_argument("--steps", type=int, default=300, help="optimisation steps")
+    parser.add_argument("--model", default="vgg19", help="zoo model (default: %(default)s)")
+    parser.add_argument("--weights", help="weights tag or file (default: the model's)")
+    parser.add_argument("--manifest", help="a user manifest merged over the built-in one")
+    parser.add_argument("--style-weight", type=float, help="style against content")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _positive(*names: str) -> Check:
+    def check(args: argparse.Namespace) -> None:
+        for name in names:
+            if getattr(args, name) < 1:
+                flag = "--" + name.replace("_", "-")
+                raise KzooError(f"{flag} must be at least 1. Received: {getattr(args, name)}")
+
+    return check
 
 
 def _add_export(subparsers: argparse._SubParsersAction) -> None:
@@ -339,6 +404,6 @@ def make_parser(version: str) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kzoo {version}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what kzoo does")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_dsl, _add_zoo, _add_transfer, _add_plot, _add_export):
+    for add in (_add_dsl, _add_zoo, _add_transfer, _add_plot, _add_stylize, _add_export):
         add(subparsers)
     return parser

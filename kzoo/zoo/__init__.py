@@ -12,7 +12,8 @@ Modules, each importing only those above it:
 * :mod:`.names` - which entries a name selects;
 * :mod:`.store` - converted weights saved by layer name; :mod:`.weights` - raw files fetched,
   imported, verified and purged, and the plan that finds or makes a conversion;
-* :mod:`.classes` - class names; :mod:`.loader` - ``load`` and friends.
+* :mod:`.classes` - class names; :mod:`.loader` - ``load`` and friends;
+* :mod:`.extractor` - ``features``: a model of the outputs of layers inside a network.
 
 The face imports each module on first use, so reading the manifest costs neither the
 downloader nor h5py; Keras is imported only by the functions that build a model.
@@ -29,6 +30,7 @@ _EXPORTS = {
     "Manifest": "kzoo.zoo.entries:Manifest",
     "ModelEntry": "kzoo.zoo.entries:ModelEntry",
     "WeightSource": "kzoo.zoo.entries:WeightSource",
+    "features": "kzoo.zoo.extractor:features",
     "decode_predictions": "kzoo.zoo.loader:decode_predictions",
     "list_models": "kzoo.zoo.loader:list_models",
     "load": "kzoo.zoo.loader:load",
