@@ -179,9 +179,12 @@ def test_misspelt_key_gets_a_suggestion():
         load_manifest(overlay)
 
 
-def test_underscore_keys_are_comments():
-    overlay = {"_comment": "mirror", "models": {"vgg19": {"_why": "local mirror"}}}
-    assert "vgg19" in load_manifest(overlay).models
+def test_underscore_keys_are_comments_and_hide_nothing_after_them():
+    model = _user_model()
+    overlay = {"_comment": "mirror", "models": {"_first": "a note", "tiny": {"_why": "x", **model}}}
+    loaded = load_manifest(overlay)
+    assert "tiny" in loaded.models and "_first" not in loaded.models
+    assert loaded.source("tiny", "mine").format == model["weights"]["mine"]["format"]
 
 
 def test_an_import_only_source_may_list_no_url():

@@ -36,13 +36,24 @@ __all__ = ["parse", "short"]
 
 _FORMATS_WITH_CLASSES = tuple(f.name for f in FORMATS.values() if f.embedded_classes)
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")  # no dots: "vgg19.tv_in1k" splits on the dot
-_HEX = {"md5": re.compile(r"^[0-9a-f]{32}$"), "sha256": re.compile(r"^[0-9a-f]{64}$")}
+# used with fullmatch: "$" alone would also accept a trailing newline ("vgg19\n", a hash + "\n")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_\-]*")  # no dots: "vgg19.tv_in1k" splits on the dot
+_HEX = {"md5": re.compile(r"[0-9a-f]{32}"), "sha256": re.compile(r"[0-9a-f]{64}")}
 
 
 def short(value: Any) -> str:
-    """``value`` as JSON (strings quoted), cut to 80 characters, for error messages."""
-    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    """``value`` as JSON (strings quoted), cut to 80 characters, for error messages.
+
+    What JSON cannot write (a ``Path`` in a manifest given as a dict) is shown by its repr, so
+    the error names the bad value instead of failing on it with a TypeError.
+    """
+    if isinstance(value, str):
+        text = repr(value)
+    else:
+        try:
+            text = json.dumps(value)
+        except TypeError:
+            text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -56,7 +67,9 @@ def parse(data: Any, origins: tuple[str, ...]) -> Manifest:
     if data["schema"] != SCHEMA_VERSION:
         _fail("schema", f"must be {SCHEMA_VERSION}", data["schema"])
     _object(data["models"], "models")
-    classes_raw = data.get("classes") or {}
+    classes_raw = data.get("classes")
+    if classes_raw is None:
+        classes_raw = {}  # absent or null: no class lists ([] or "" are errors, not "none")
     _object(classes_raw, "classes")
     classes = {n: _class_entry(n, v, f"classes.{n}") for n, v in _items(classes_raw, "classes")}
     models = {
@@ -89,7 +102,8 @@ def _model_entry(name: str, raw: Any, path: str, classes: Mapping[str, Any]) -> 
         for tag, v in _items(raw["weights"], f"{path}.weights")
     }
     default = raw.get("default_weights")
-    if default is not None and default not in weights:
+    # a list or an object here would be unhashable: check the type before looking it up
+    if default is not None and (not isinstance(default, str) or default not in weights):
         _fail(f"{path}.default_weights", f"must be one of {sorted(weights)} or null", default)
     description = _string(raw.get("description", ""), f"{path}.description", empty=True)
     return ModelEntry(
@@ -170,7 +184,8 @@ def _class_entry(name: str, raw: Any, path: str) -> ClassIndexEntry:
     )
     fmt = _choice(raw["format"], f"{path}.format", CLASS_FORMATS)
     file = _file({k: raw.get(k) for k in ("urls", "size", "md5", "sha256")}, path, need_url=True)
-    return ClassIndexEntry(name, fmt, file, _string(raw.get("description", ""), path, empty=True))
+    description = _string(raw.get("description", ""), f"{path}.description", empty=True)
+    return ClassIndexEntry(name, fmt, file, description)
 
 
 def _file(raw: Any, path: str, need_url: bool) -> FileEntry:
@@ -186,7 +201,9 @@ def _file(raw: Any, path: str, need_url: bool) -> FileEntry:
     hashes = {}
     for alg, pattern in _HEX.items():
         value = raw.get(alg)
-        if value is not None and (not isinstance(value, str) or not pattern.match(value.lower())):
+        if value is not None and (
+            not isinstance(value, str) or not pattern.fullmatch(value.lower())
+        ):
             _fail(f"{path}.{alg}", f"must be the {alg} hex digest or null", value)
         hashes[alg] = value.lower() if value else None
     return FileEntry(tuple(urls), size, hashes["md5"], hashes["sha256"])
@@ -196,7 +213,7 @@ def _items(raw: Mapping[str, Any], path: str):
     for key, value in raw.items():
         if key.startswith("_"):
             continue  # "_comment" keys let users annotate their manifests
-        if not _NAME.match(key):
+        if not _NAME.fullmatch(key):
             _fail(
                 f"{path}.{key}", "names use lowercase letters, digits, '_' and '-' (no dots)", key
             )
