@@ -177,7 +177,8 @@ def _inline(model: Any) -> tuple[Any, Any, dict[int, Any]]:
     Returns ``(inputs, outputs, produced)``, ``produced`` mapping ``id(layer)`` to what the
     layer (or nested model) returned in the new graph.
     """
-    if not hasattr(model, "_run_through_graph"):
+    graph = _graph(model)
+    if graph is None:
         raise ValueError(
             f"tapping layers needs a Functional or Sequential model; {model.name!r} is a "
             f"{type(model).__name__} with no layer graph. Received: {type(model).__name__}"
@@ -188,8 +189,9 @@ def _inline(model: Any) -> tuple[Any, Any, dict[int, Any]]:
         # Keras runs a Functional graph through one hook per operation; a nested model's
         # hook runs its own graph the same way, so its layers land in the outer graph.
         def call(*args: Any, **kwargs: Any) -> Any:
-            if hasattr(operation, "_run_through_graph"):
-                result = operation._run_through_graph(args[0], operation_fn=inline)
+            nested = _graph(operation)
+            if nested is not None:
+                result = nested._run_through_graph(args[0], operation_fn=inline)
             else:
                 result = operation(*args, **kwargs)
             produced[id(operation)] = result
@@ -197,8 +199,16 @@ def _inline(model: Any) -> tuple[Any, Any, dict[int, Any]]:
 
         return call
 
-    outputs = model._run_through_graph(model.inputs, operation_fn=inline)
-    return _inputs(model), outputs, produced
+    outputs = graph._run_through_graph(graph.inputs, operation_fn=inline)
+    return _inputs(graph), outputs, produced
+
+
+def _graph(model: Any) -> Any:
+    """The Functional graph of a model: itself, or the one a built Sequential keeps inside."""
+    if hasattr(model, "_run_through_graph"):
+        return model
+    inner = getattr(model, "_functional", None)  # keras.Sequential, once built on an Input
+    return inner if hasattr(inner, "_run_through_graph") else None
 
 
 def _inputs(model: Any) -> Any:

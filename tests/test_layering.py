@@ -166,6 +166,8 @@ def _private(name: str) -> bool:
 def _unit(module: str, layers: Mapping[str, int] = LAYERS) -> str | None:
     best = None
     for unit in layers:
+        if "." not in unit and module != unit:
+            continue  # the package's face is a unit of its own, not a home for new packages
         if (module == unit or module.startswith(unit + ".")) and (
             best is None or len(unit) > len(best)
         ):

@@ -140,13 +140,36 @@ def test_learning_rates_default_to_a_tenth_then_a_hundredth_for_pretrained_layer
     assert rates and all(rate == pytest.approx(1e-3) for rate in rates.values())
     assert all(path.startswith("head_") for path in rates)
     clf.fine_tune(x, y, epochs=1, **QUIET)
-    assert float(keras.ops.convert_to_numpy(clf.model.optimizer.learning_rate)) == (
-        pytest.approx(1e-4)
+    optimizer = clf.model.optimizer
+    assert isinstance(optimizer, keras.optimizers.MultiOptimizer)  # Keras's own, not a hook
+    sub_rates = sorted(
+        float(keras.ops.convert_to_numpy(o.learning_rate)) for o in optimizer.optimizers
     )
+    assert sub_rates == [pytest.approx(1e-5), pytest.approx(1e-4)]
     rates = clf.learning_rates()
     head = {v.path for v in clf.head.trainable_variables}
     for path, rate in rates.items():
         assert rate == pytest.approx(1e-4 if path in head else 1e-5), path
+
+
+@pytest.mark.backend
+def test_per_group_optimizer_state_saves_and_restores_with_the_model(tmp_path):
+    clf = _transfer()
+    x, y = _data()
+    clf.fine_tune(x, y, epochs=2, **QUIET)
+    clf.model.save(tmp_path / "tuned.keras")
+    again = keras.saving.load_model(tmp_path / "tuned.keras")
+    saved, loaded = clf.model.optimizer, again.optimizer
+    assert isinstance(loaded, keras.optimizers.MultiOptimizer)
+    assert int(keras.ops.convert_to_numpy(loaded.iterations)) == int(
+        keras.ops.convert_to_numpy(saved.iterations)
+    )
+    for before, after in zip(saved.variables, loaded.variables, strict=True):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(after), keras.ops.convert_to_numpy(before)
+        )
+    rates = sorted(float(keras.ops.convert_to_numpy(o.learning_rate)) for o in loaded.optimizers)
+    assert rates == [pytest.approx(1e-5), pytest.approx(1e-4)]
 
 
 def _one_sgd_step(multiplier: float) -> tuple[dict, dict]:

@@ -2,22 +2,30 @@
 
 Every phase gets a fresh optimizer built from the user's template (a name or an instance) at
 that phase's learning rate, so no optimizer state carries over between phases. Fine-tuning
-then gives the pretrained variables a fraction of that rate by patching the instance's
-``update_step`` (Keras 3 has no per-variable learning rates); the multipliers stay on the
-optimizer as ``kzoo_lr_multipliers`` so that ``Transfer.learning_rates`` can report them.
+gives the pretrained variables a fraction of that rate through Keras's own
+``keras.optimizers.MultiOptimizer``: one optimizer instance for the new layers, one for the
+pretrained ones, assigned by variable path (an ``OptimizerMap``), so the pair saves and
+reloads with the model, optimizer state included, on every backend.
+
+Only when two variables share a path (a user's head with layer names the base also has)
+can paths not tell the groups apart; then, on TensorFlow and JAX, the pretrained variables'
+rate is scaled inside the optimizer's ``update_step`` instead (the earlier mechanism; it is
+not saved with the model), and torch trains every layer at one rate, saying so.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import types
+from collections.abc import Sequence
 from typing import Any
 
 import keras
 
 from kzoo.errors import TransferError
 
-__all__ = ["fresh_optimizer", "scale_learning_rates"]
+__all__ = ["fresh_optimizer", "group_optimizer", "rates_of", "scale_learning_rates"]
 
 logger = logging.getLogger("kzoo")
 
@@ -31,6 +39,52 @@ def fresh_optimizer(template: Any, lr: float) -> keras.optimizers.Optimizer:
     raise TransferError(
         f"optimizer must be a name or a keras optimizer. Received: optimizer={template!r}"
     )
+
+
+def group_optimizer(
+    template: Any,
+    lr: float,
+    pretrained: Sequence[keras.Variable],
+    others: Sequence[keras.Variable],
+    ratio: float,
+) -> keras.optimizers.Optimizer:
+    """One phase's optimizer: ``lr`` for ``others``, ``lr * ratio`` for ``pretrained``.
+
+    A ``keras.optimizers.MultiOptimizer`` over two fresh optimizers built from ``template``,
+    the pretrained variables mapped by their paths; a plain optimizer when ``ratio`` is 1.
+    """
+    if ratio == 1.0 or not pretrained:
+        return fresh_optimizer(template, lr)
+    paths = {v.path for v in pretrained}
+    if paths & {v.path for v in others} or len(paths) < len(pretrained):
+        optimizer = fresh_optimizer(template, lr)
+        logger.info(
+            "variable paths do not tell pretrained and new layers apart (shared layer names); "
+            "scaling the pretrained rate inside the optimizer instead of a MultiOptimizer"
+        )
+        scale_learning_rates(optimizer, {id(v): ratio for v in pretrained})
+        return optimizer
+    slow = fresh_optimizer(template, lr * ratio)
+    mapping = keras.optimizers.OptimizerMap(
+        fresh_optimizer(template, lr), {re.escape(path): slow for path in sorted(paths)}
+    )
+    return keras.optimizers.MultiOptimizer(mapping, name="kzoo_per_group_rates")
+
+
+def rates_of(optimizer: keras.optimizers.Optimizer, variables: Sequence[keras.Variable]) -> dict:
+    """Variable path -> the learning rate ``optimizer`` applies to it."""
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer
+    if isinstance(optimizer, keras.optimizers.MultiOptimizer):
+        # the map, as the optimizer's public config has it (its own copy is private)
+        mapping = keras.saving.deserialize_keras_object(optimizer.get_config()["optimizer_map"])
+        return {v.path: _rate(mapping(v)) for v in variables}
+    scale = getattr(optimizer, "kzoo_lr_multipliers", {})
+    base = _rate(optimizer)
+    return {v.path: base * scale.get(id(v), 1.0) for v in variables}
+
+
+def _rate(optimizer: keras.optimizers.Optimizer) -> float:
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
 def scale_learning_rates(optimizer: keras.optimizers.Optimizer, multipliers: dict) -> None:

@@ -46,7 +46,7 @@ from kzoo.transfer_learning.parts import (
     resolve_base,
     resolve_head,
 )
-from kzoo.transfer_learning.rates import fresh_optimizer, scale_learning_rates
+from kzoo.transfer_learning.rates import group_optimizer, rates_of
 from kzoo.transfer_learning.unfreeze import select_layers
 
 __all__ = ["PhaseStop", "Transfer", "TransferHistory", "transfer"]
@@ -406,8 +406,7 @@ class Transfer:
         callbacks, watch = _with_diagnostics(callbacks, diagnostics)
         seen = len(watch.findings) if watch else 0
         with self._scope():
-            pretrained = [v for v in self.base.trainable_variables]
-            self._compile(self.model, lr, {id(v): ratio for v in pretrained})
+            self._compile(self.model, lr, self.base.trainable_variables, ratio)
             self.model.stop_training = False
             run = self.model.fit(
                 x, y, validation_data=validation_data, batch_size=batch_size,
@@ -446,10 +445,7 @@ class Transfer:
         model = self._trained
         if model is None:
             return {}
-        optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
-        base = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-        scale = getattr(optimizer, "kzoo_lr_multipliers", {})
-        return {v.path: base * scale.get(id(v), 1.0) for v in model.trainable_variables}
+        return rates_of(model.optimizer, model.trainable_variables)
 
     def _fit_cached(
         self, x, y, validation_data, batch_size, head_batch_size, callbacks, args, kw
@@ -506,10 +502,17 @@ class Transfer:
 
     # -- compiling ------------------------------------------------------------------------
 
-    def _compile(self, model: keras.Model, lr: float, multipliers=None, steps: int = 1) -> None:
-        optimizer = fresh_optimizer(self.optimizer, lr)
-        if multipliers and any(m != 1.0 for m in multipliers.values()):
-            scale_learning_rates(optimizer, multipliers)
+    def _compile(
+        self,
+        model: keras.Model,
+        lr: float,
+        pretrained: Sequence[keras.Variable] = (),
+        ratio: float = 1.0,
+        steps: int = 1,
+    ) -> None:
+        ids = {id(v) for v in pretrained}
+        others = [v for v in model.trainable_variables if id(v) not in ids]
+        optimizer = group_optimizer(self.optimizer, lr, list(pretrained), others, ratio)
         if self.precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         model.compile(
