@@ -70,7 +70,7 @@ def draw(result: kzoo.input_optimization.FoolingResult, path: Path) -> Path:
         np.atleast_1d(axes), result.images, result.targets, result.probabilities, strict=True
     ):
         ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"{target}: {p:.3f}", fontsize=8)
+        ax.set_title(f"{target}: {p:.4f}", fontsize=8)
         ax.set_axis_off()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -202,7 +202,7 @@ def test_an_image_to_image_model_trains_with_the_perceptual_loss_and_reloads_wit
     net.compile(keras.optimizers.Adam(1e-2), loss=loss)
     x = images(16, 32, seed=6)
     history = net.fit(x, x, epochs=6, batch_size=8, verbose=0).history["loss"]
-    assert history[-1] < 0.5 * history[0]
+    assert history[-1] < 0.8 * history[0]
     net.save(tmp_path / "net.keras")
     again = keras.saving.load_model(tmp_path / "net.keras")
     assert isinstance(again.loss, PerceptualLoss)

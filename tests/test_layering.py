@@ -41,6 +41,7 @@ LAYERS: dict[str, int] = {
             "kzoo.taps",
             "kzoo.backend",
             "kzoo.gradients",
+            "kzoo.deploy",
         ),
         2,
     ),

@@ -10,6 +10,7 @@ in a moment with a message that says what to change. Imports nothing of kzoo but
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -89,6 +90,12 @@ def _transfer_options(args: argparse.Namespace) -> None:
         raise KzooError(f"--batch-size must be at least 1. Received: {args.batch_size}")
     if args.base.endswith(".keras"):
         _files("base")(args)
+    if importlib.util.find_spec("tensorflow") is None:
+        raise KzooError(
+            "kzoo transfer reads the image folder with tf.data, which needs TensorFlow: "
+            "pip install tensorflow (it works beside the jax or torch backend), or call "
+            "kzoo.transfer from Python with arrays"
+        )
 
 
 def _positive_top(args: argparse.Namespace) -> None:
@@ -378,9 +385,9 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("model", help="a saved model (.keras)")
     parser.add_argument(
         "--format",
-        choices=("tf_saved_model", "onnx", "litert"),
-        default="tf_saved_model",
-        help="artifact format (default: %(default)s)",
+        choices=("tf_saved_model", "onnx", "litert", "openvino"),
+        help="artifact format (default: from --out's suffix: .onnx, .tflite, .xml, else a "
+        "SavedModel folder)",
     )
     parser.add_argument("--out", required=True, help="where to write the artifact")
     parser.add_argument(

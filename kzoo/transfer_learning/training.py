@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from kzoo.deploy import ExportResult, export
 from kzoo.diagnostics import TrainingDiagnostics
 from kzoo.errors import TransferError
 from kzoo.taps import walk
@@ -439,6 +441,41 @@ class Transfer:
         else:
             return
         self.history.stopped = stop
+
+    def export(
+        self,
+        path: str | os.PathLike[str],
+        format: str | None = None,
+        *,
+        class_names: Sequence[str] | None = None,
+        verify: bool = True,
+        samples: int = 16,
+        tolerance: float = 1e-5,
+        seed: int = 0,
+    ) -> ExportResult:
+        """Export :attr:`model` for serving, verified in its runtime; see :func:`kzoo.export`.
+
+        Args:
+            path: Where to write (the suffix picks the format when ``format`` is None:
+                ``.onnx``, ``.tflite``, ``.xml``, else a SavedModel folder).
+            format: ``"tf_saved_model"``, ``"onnx"``, ``"litert"`` or ``"openvino"``.
+            class_names: The classes, in output order, carried inside the artifact (or
+                beside it, for LiteRT).
+            verify: Reload the artifact in its runtime and compare it with Keras.
+            samples: How many RGB 0-255 sample images the comparison uses.
+            tolerance: The largest relative difference accepted.
+            seed: Seed of the sample images.
+
+        Returns:
+            The :class:`kzoo.deploy.ExportResult`.
+
+        Raises:
+            ExportError: The artifact cannot be written, or computes otherwise than Keras.
+        """
+        return export(
+            self.model, path, format, class_names=class_names, verify=verify, samples=samples,
+            tolerance=tolerance, seed=seed,
+        )  # fmt: skip
 
     def learning_rates(self) -> dict[str, float]:
         """Variable path -> the learning rate the current optimizer applies to it."""
