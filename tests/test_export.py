@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from test_zoo import served_source, tiny_manifest, write_source
 
 import kzoo
 from kzoo.cli import main
+from kzoo.cli.quiet import native_noise_dropped
 from kzoo.deploy import FORMATS, ExportResult, export, read_class_names, verify_export
 from kzoo.errors import ExportError, UnknownNameError
 
@@ -472,7 +474,10 @@ def test_requests_that_cannot_work_fail_before_any_conversion(dsl_model, tmp_pat
     with pytest.raises(ExportError, match="not a SavedModel, so kzoo will not replace it"):
         export(dsl_model, folder)
     assert (folder / "keep.jpg").read_bytes() == b"precious"
+    with pytest.raises(ExportError, match=r"cannot write in .*choose a folder you can write to"):
+        export(dsl_model, folder / "keep.jpg" / "m.onnx")  # a file where a folder must be
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
+    assert sorted(p.name for p in folder.iterdir()) == ["keep.jpg"]
 
 
 @pytest.mark.backend
@@ -525,6 +530,18 @@ def test_cli_exports_a_saved_model_with_the_labels_kzoo_transfer_wrote(
     assert f"wrote {fmt} to {out}" in stdout and "matches Keras (float32) on 16 images" in stdout
     assert "3 class names in" in stdout
     assert read_class_names(out) == CLASSES
+
+
+def test_the_cli_drops_the_litert_start_up_line_and_keeps_the_rest_of_stderr(capfd):
+    with native_noise_dropped():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+        os.write(2, b"WARNING: something worth reading\n")
+    with pytest.raises(RuntimeError, match="boom"), native_noise_dropped():
+        os.write(2, b"a native line before a failure\n")
+        raise RuntimeError("boom")
+    assert capfd.readouterr().err == (
+        "WARNING: something worth reading\na native line before a failure\n"
+    )
 
 
 @pytest.mark.backend

@@ -8,18 +8,15 @@ fixes as data (:class:`kzoo.errors.Hint`); this module writes them as commands.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import logging
-import os
 import sys
-import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from kzoo import __version__
 from kzoo.cli.commands import make_parser, run_checks
+from kzoo.cli.quiet import quiet_tensorflow
 from kzoo.errors import Hint, KzooError
-from kzoo.lazy import on_first_import
 
 __all__ = ["hint_line", "main"]
 
@@ -49,39 +46,6 @@ def _report(error: KzooError) -> None:
     print("\n".join(lines), file=sys.stderr)
 
 
-@contextlib.contextmanager
-def _tensorflow_quietly() -> Iterator[None]:
-    """Around TensorFlow's first import: hold back what its native libraries print.
-
-    They write about eight lines to file descriptor 2 (oneDNN, CUDA probing, absl) while they
-    load and probe devices, before any log level applies: noise on every command. The lines
-    are replayed if the import fails.
-    """
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-            sys.modules["tensorflow"].config.list_physical_devices()  # the CUDA probe, now
-        except BaseException:
-            os.dup2(saved, 2)
-            held.seek(0)
-            sys.stderr.flush()
-            os.write(2, held.read())
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-def _quiet_tensorflow() -> None:
-    """Keep TensorFlow's start-up and INFO/WARNING logs off the terminal, unless asked for."""
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
-        return  # the user chose a log level: show what it lets through
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    on_first_import("tensorflow", _tensorflow_quietly)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status (0 success, 1 failure, 2 usage).
 
@@ -97,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         run_checks(args)
-        _quiet_tensorflow()
+        quiet_tensorflow()
         module, function = args.handler
         handler = getattr(importlib.import_module(f"kzoo.cli.{module}"), function)
         return int(handler(args) or 0)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import keras
 
+from kzoo.cli.quiet import native_noise_dropped
 from kzoo.deploy import export
 from kzoo.errors import ExportError, KzooError
 
@@ -32,7 +33,8 @@ def run_export(args: argparse.Namespace) -> int:
         raise KzooError(
             f"cannot load {source} as a Keras model: {type(error).__name__}: {error}"
         ) from error
-    result = export(model, args.out, args.format, class_names=names, verify=not args.no_verify)
+    with native_noise_dropped():
+        result = export(model, args.out, args.format, class_names=names, verify=not args.no_verify)
     print(result.describe())
     if names is None:
         print(f"no class names carried: {labels} does not exist (pass --labels FILE)")

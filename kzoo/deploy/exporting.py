@@ -124,10 +124,9 @@ def export(
     if verify:
         require(fmt.runtime[0], fmt.runtime[1], f"verifying a {fmt.name} export")
     _check_destination(path, fmt)
-    twin, recreated = float32_twin(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    staging = _staging_folder(path)
     try:
+        twin, recreated = float32_twin(model)
         try:
             staged = write_artifact(twin, staging / path.name, fmt, names)
             verification = None
@@ -218,6 +217,18 @@ def _check_destination(path: Path, fmt: Format) -> None:
             )
     elif not path.is_file():
         raise ExportError(f"{path} exists and is not a file; choose another path or remove it")
+
+
+def _staging_folder(path: Path) -> Path:
+    """A fresh folder beside ``path`` to write into, so that the final move is a rename."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    except OSError as error:
+        raise ExportError(
+            f"cannot write in {path.parent}: {error.strerror or error}; choose a folder you can "
+            "write to"
+        ) from None
 
 
 def _move_into_place(source: Path, target: Path, staging: Path) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -71,10 +72,14 @@ def write_artifact(
         if fmt.name == "tf_saved_model":
             _write_saved_model(model, path, class_names)
         else:
-            model.export(
-                str(path), format=fmt.name, verbose=False,
-                input_signature=input_signature(model), **_export_options(fmt),
-            )  # fmt: skip
+            with warnings.catch_warnings():
+                # Keras's bundled tf2onnx probes `np.object`, which NumPy answers with a
+                # FutureWarning the user can do nothing about
+                warnings.filterwarnings("ignore", r".*np\.object", FutureWarning)
+                model.export(
+                    str(path), format=fmt.name, verbose=False,
+                    input_signature=input_signature(model), **_export_options(fmt),
+                )  # fmt: skip
         if fmt.name == "onnx":
             _finish_onnx(path, class_names)
         elif fmt.name == "openvino" and class_names is not None:
