@@ -91,6 +91,7 @@ def test_import_installs_a_file_that_load_then_uses_offline(capsys, tmp_path, mo
         capsys, "weights", "import", "tiny", "lasagne", path, "--manifest", manifest
     )
     assert code == 0, err
+    assert "use it as tiny.lasagne: --model tiny.lasagne" in err
     installed = Path(out.strip())
     assert installed.read_bytes() == path.read_bytes()
     assert installed.with_name(installed.name + ".sha256").exists()  # unpinned: recorded

@@ -195,6 +195,51 @@ def test_notop_file_gives_a_feature_extractor_of_any_size(server, tmp_path):
     assert server.count("/notop.h5") == 1
 
 
+def test_a_cached_top_file_serves_a_notop_load_without_a_second_download(server, images, tmp_path):
+    layout = synthetic.TINY_VGG19
+    top, notop = tmp_path / "top.h5", tmp_path / "notop.h5"
+    synthetic.write_keras_h5(top, layout)
+    synthetic.write_keras_h5(notop, layout, include_top=False, seed=1)  # would show if used
+    source = served_source(server, top, "keras_h5", "caffe")
+    source["files"]["notop"] = served_source(server, notop, "keras_h5", "caffe")["files"]["top"]
+    manifest = tiny_manifest({"src": source})
+
+    full = kzoo.load("tiny", manifest=manifest)
+    base = kzoo.load("tiny", include_top=False, manifest=manifest)
+    again = kzoo.load("tiny", include_top=False, manifest=manifest)  # now a converted hit
+    assert (server.count("/top.h5"), server.count("/notop.h5")) == (1, 0)
+    cut = keras.Model(full.inputs, full.get_layer("block5_pool").output)
+    np.testing.assert_allclose(outputs(base, images), outputs(cut, images), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(outputs(again, images), outputs(base, images))
+
+
+def test_a_failed_download_names_the_weights_of_the_model_that_are_installed(
+    server, tmp_path, monkeypatch
+):
+    first, fmt, mode, _ = write_source("caffe", tmp_path)
+    (tmp_path / "other").mkdir()
+    second, *_ = write_source("lasagne", tmp_path / "other")
+    manifest = tiny_manifest(
+        {
+            "caffe": served_source(server, first, fmt, mode, pin=False),
+            "lasagne": served_source(server, second, "lasagne", "caffe", pin=False),
+        }
+    )
+    kzoo.zoo.import_weights("tiny.lasagne", second, manifest=manifest)
+    monkeypatch.setenv("KZOO_OFFLINE", "1")
+    with pytest.raises(OfflineError) as error:
+        kzoo.load("tiny", manifest=manifest)  # the default, caffe, is not installed
+    installed, *rest = error.value.hints
+    assert (installed.action, installed.params) == ("use_installed", {"name": "tiny.lasagne"})
+    assert "kzoo.load('tiny.lasagne')" in str(error.value)
+    assert hint_line(installed) == (
+        "tiny.lasagne weights are installed: name the model tiny.lasagne to use them"
+    )
+    assert [h.action for h in rest] == ["import_weights"]
+    assert kzoo.load("tiny.lasagne", manifest=manifest).name == "tiny"
+    assert server.hits() == []
+
+
 def test_notop_from_a_top_only_source_uses_its_conv_layers(server, images, tmp_path):
     path, fmt, mode, _ = write_source("caffe", tmp_path)
     manifest = tiny_manifest({"src": served_source(server, path, fmt, mode, pin=False)})

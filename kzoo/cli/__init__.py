@@ -26,6 +26,9 @@ _HINT_COMMANDS: dict[str, Callable[[Mapping[str, str]], str]] = {
         f"install a copy you obtained elsewhere: kzoo weights import {p['model']} {p['tag']} FILE"
         + (" --notop" if p.get("variant") == "notop" else "")
     ),
+    "use_installed": lambda p: (
+        f"{p['name']} weights are installed: name the model {p['name']} to use them"
+    ),
     "give_input_shape": lambda p: f"add --input-shape {p['example']}",
     "build_architecture": lambda p: (
         f"{p['name']!r} is a named architecture without pretrained weights: build it with "

@@ -114,6 +114,11 @@ def run_import(args: argparse.Namespace) -> int:
         f"checked: size, hash, {result.layers} layers read by the {result.format} reader",
         file=sys.stderr,
     )
+    print(
+        f"use it as {result.name}: --model {result.name} (classify, stylize), --base "
+        f"{result.name} (transfer), kzoo.load({result.name!r})",
+        file=sys.stderr,
+    )
     print(result.path)
     return 0
 

@@ -83,7 +83,10 @@ def load(
     if local is not None:  # a bad file fails now, before the (slow) build
         converters.inspect(local[1], local[0], values=False)
     shape = _input_shape(entry, include_top, input_shape, pooling)
-    plan = WeightsPlan(source, include_top, cache_dir, progress) if source is not None else None
+    plan = None
+    if source is not None:
+        others = entry.weights.values()
+        plan = WeightsPlan(source, include_top, cache_dir, progress, others=others)
     layer = None
     if preprocessing:
         from kzoo.layers import ImagePreprocessing

@@ -164,6 +164,7 @@ class ImportResult:
             the file and later downloads and checks are held to it.
         format: The source's format.
         layers: How many layers with weights its format's reader found.
+        name: The name that loads these weights (``"vgg19.lasagne"``).
     """
 
     path: Path
@@ -171,6 +172,7 @@ class ImportResult:
     pinned: bool
     format: str
     layers: int
+    name: str
 
 
 def import_weights(
@@ -236,7 +238,9 @@ def import_weights(
         with download.atomic_write(_sidecar(dest)) as tmp:
             tmp.write_text(digest + "\n")
     logger.info("imported %s as %s (%s)", path, dest, digest)
-    return ImportResult(dest, digest, bool(pinned), source.format, len(layers))
+    return ImportResult(
+        dest, digest, bool(pinned), source.format, len(layers), source.qualified_name
+    )
 
 
 # -- what is cached, checked again ----------------------------------------------------------
@@ -352,6 +356,10 @@ class WeightsPlan:
         include_top: Whether the model keeps its classifier.
         cache_dir: The writable cache root.
         progress: Show download progress bars (default: on a terminal).
+        others: The model's other weight sources; a failed download names those installed.
+
+    Without the classifier, a source's cached top file serves when its notop file is not
+    cached: the convolutions are the same, and the download is saved.
     """
 
     def __init__(
@@ -360,27 +368,44 @@ class WeightsPlan:
         include_top: bool,
         cache_dir: PathLike | None = None,
         progress: bool | None = None,
+        others: Iterable[WeightSource] = (),
     ) -> None:
         self.source, self.cache_dir = source, cache_dir
         variant = "top" if include_top else "notop"
-        file_variant = source.variant_for(include_top)
-        file = source.files[file_variant]
         version = converters.FORMATS[source.format].version
         self.folder = f"converted/{source.model}/{source.tag}"
         self.stem = f"{source.model}.{source.tag}.{variant}"
         self.suffix = f"{source.format}-v{version}.h5"
+        file_variant = source.variant_for(include_top)
+        self._locate(file_variant)
+        if self.hit is None and self.raw is None and file_variant == "notop":
+            # the classifier's file holds the same convolutions: a cached one saves a download
+            top_size = source.files["top"].size
+            if download.find(raw_relpath(source, "top"), cache_dir, size=top_size) is not None:
+                file_variant = "top"
+                self._locate(file_variant)
+        if self.hit is None and self.raw is None:
+            try:
+                self.raw = fetch_raw(source, file_variant, cache_dir, progress)
+            except DownloadError as error:
+                installed = _installed_instead(source, others, include_top, cache_dir)
+                error.hints = (*installed, *error.hints)
+                raise
+            self.ident = self.ident or _recorded_id(self.raw) or _digest_id(self.raw)
+
+    def _locate(self, file_variant: str) -> None:
+        """Find the converted weights or the raw file of ``file_variant`` in the caches."""
+        file = self.source.files[file_variant]
         self.ident, self.raw = _pinned_id(file), None
         if self.ident is None:  # unpinned: the sha256 recorded at first download identifies it
-            self.raw = download.find(raw_relpath(source, file_variant), cache_dir, size=file.size)
+            rel = raw_relpath(self.source, file_variant)
+            self.raw = download.find(rel, self.cache_dir, size=file.size)
             self.ident = _recorded_id(self.raw) if self.raw is not None else None
         self.hit = (
-            download.find(f"{self.folder}/{self.stem}.{self.ident}.{self.suffix}", cache_dir)
+            download.find(f"{self.folder}/{self.stem}.{self.ident}.{self.suffix}", self.cache_dir)
             if self.ident
-            else _only_conversion(self.folder, self.stem, self.suffix, cache_dir)
+            else _only_conversion(self.folder, self.stem, self.suffix, self.cache_dir)
         )
-        if self.hit is None and self.raw is None:
-            self.raw = fetch_raw(source, file_variant, cache_dir, progress)
-            self.ident = self.ident or _recorded_id(self.raw) or _digest_id(self.raw)
 
     def arrays(self, slots: Sequence[converters.WeightSlot]) -> dict[str, list[np.ndarray]]:
         """The converted arrays: read from the cache, or converted now and stored."""
@@ -430,6 +455,35 @@ class WeightsPlan:
             raw.parent.rmdir()  # the <variant>-<hash> folder, when nothing else is in it
         error.args = (f"{error.args[0]}\nThe cached copy {raw} was deleted; the next load "
                       "downloads it again.", *error.args[1:])  # fmt: skip
+
+
+def _installed_instead(
+    source: WeightSource,
+    others: Iterable[WeightSource],
+    include_top: bool,
+    cache_dir: PathLike | None,
+) -> list[Hint]:
+    """Hints naming the model's other weights that are in the cache, for a failed fetch.
+
+    A bare model name always means its default weights, whatever happens to be cached, so
+    that a name gives the same model everywhere; the error says which names would load now.
+    """
+    installed = []
+    for other in others:
+        if other.qualified_name == source.qualified_name:
+            continue
+        rel = raw_relpath(other, other.variant_for(include_top))
+        top = raw_relpath(other, "top")
+        if download.find(rel, cache_dir) or download.find(top, cache_dir):
+            installed.append(other.qualified_name)
+    return [
+        Hint(
+            "use_installed",
+            f"{name} weights are installed: load them with kzoo.load({name!r})",
+            {"name": name},
+        )
+        for name in installed
+    ]
 
 
 def _inside(path: Path, root: Path) -> bool:
