@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import warnings
 
@@ -325,6 +326,33 @@ def test_zoo_base_keeps_its_preprocessing_and_mixed_precision_head_is_float32():
     assert all(la.compute_dtype == "float32" for la in clf.head.layers)
     assert clf.model.output.dtype == "float32"
     assert keras.config.dtype_policy().name == "float32"
+
+
+def test_a_zoo_name_with_a_tag_selects_those_weights(tmp_path, capsys):
+    pytest.importorskip("tensorflow", reason="kzoo transfer reads folders with tf.data")
+    from fault_server import FaultServer
+    from test_zoo import served_source, tiny_manifest, write_source
+
+    from kzoo.cli import main
+
+    with FaultServer() as server:
+        path, fmt, mode, _ = write_source("lasagne", tmp_path)
+        manifest = tmp_path / "manifest.json"
+        tiny = tiny_manifest({"lasagne": served_source(server, path, fmt, mode, pin=False)})
+        manifest.write_text(json.dumps(tiny))
+        clf = kzoo.transfer("tiny.lasagne", head="GAP-FC2", manifest=str(manifest))
+        loaded = kzoo.load("tiny.lasagne", include_top=False, manifest=str(manifest))
+        np.testing.assert_array_equal(
+            clf.base.get_layer("block1_conv1").get_weights()[0],
+            loaded.get_layer("block1_conv1").get_weights()[0],
+        )
+        data = _image_folder(tmp_path / "data", per_class=2)
+        argv = ["transfer", "--base", "tiny.lasagne", "--manifest", str(manifest), "--data"]
+        argv += [str(data), "--head", "GAP-FC{classes}", "--input-shape", "32x32x3", "--out"]
+        argv += [str(tmp_path / "m.keras"), "--frozen-epochs", "1", "--fine-tune-epochs", "0"]
+        argv += ["--validation-split", "0", "--quiet"]
+        assert main(argv) == 0, capsys.readouterr().err
+        assert server.count(f"/{path.name}") == 1
 
 
 @pytest.mark.backend

@@ -458,7 +458,7 @@ def test_unknown_names_suggest_the_closest():
 def test_include_top_with_another_input_size_is_refused():
     with pytest.raises(ValueError, match="include_top=False"):
         kzoo.load("vgg19", input_shape=(160, 160, 3))
-    with pytest.raises(ValueError, match="already selects"):
+    with pytest.raises(kzoo.KzooError, match="already selects"):
         kzoo.load("vgg19.caffe", weights="tv_in1k")
 
 

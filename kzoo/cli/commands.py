@@ -248,7 +248,9 @@ def _add_transfer(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="where to save the model (.keras)")
     parser.add_argument("--input-shape", default="224x224x3", help="HxWxC (default %(default)s)")
     parser.add_argument("--validation-split", type=float, default=0.2, help="0 for none")
-    parser.add_argument("--weights", default="imagenet", help="weights tag or file; 'none'")
+    parser.add_argument(
+        "--weights", default="default", help="weights tag or file; 'none' (default: the base's)"
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--cut", help="last base layer to keep (default: the head boundary)")
     parser.add_argument("--unfreeze", default="all", help="'all', top N blocks, or a layer name")

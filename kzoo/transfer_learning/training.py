@@ -66,7 +66,7 @@ def transfer(
     *,
     cut: str | None = None,
     input_shape: Sequence[int] | None = None,
-    weights: str | None = "imagenet",
+    weights: str | None = "default",
     bn: str = "frozen",
     cache_features: str | bool = "auto",
     precision: str | None = None,
@@ -91,7 +91,9 @@ def transfer(
             name, the manifest's; for a Keras model, the layer before its first Flatten or
             global pooling, else before its trailing Dense/Dropout layers).
         input_shape: The image shape ``(H, W, C)``; any size works once the FC head is gone.
-        weights: The zoo weights tag when ``base`` is a name (None for random weights).
+        weights: The zoo weights tag when ``base`` is a name: ``"default"`` for the one the
+            name carries (``"vgg19.lasagne"``) or else the model's default, None for random
+            weights.
         bn: ``"frozen"`` (default, the Keras guide's policy: the base runs with
             ``training=False``, so BatchNorm keeps its statistics in both phases) or
             ``"train"`` (fastai's: unfrozen BatchNorm layers update their statistics).

@@ -41,7 +41,7 @@ def resolve(
     ):
         return entry, None
     if weights != DEFAULT and tag and weights != tag:
-        raise ValueError(
+        raise KzooError(
             f"the name {name!r} already selects the weights {tag!r}. "
             f"Received: weights={weights!r}; pass one or the other"
         )
