@@ -38,6 +38,7 @@ __all__ = [
     "DownloadError",
     "ExportError",
     "Hint",
+    "ImageError",
     "KzooError",
     "ManifestError",
     "OfflineError",
@@ -227,6 +228,10 @@ class TrainingError(KzooError, RuntimeError):
 
 class BackendError(KzooError, ImportError):
     """Keras cannot start because no backend (TensorFlow, JAX or PyTorch) is installed."""
+
+
+class ImageError(KzooError, ValueError):
+    """An image file that cannot be read (missing, damaged, or not an image)."""
 
 
 class ExportError(KzooError, RuntimeError):

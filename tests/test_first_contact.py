@@ -208,6 +208,49 @@ def test_every_command_checks_its_files_before_doing_work(capsys, tmp_path):
         assert "no such" in capsys.readouterr().err
 
 
+def test_bad_names_images_models_and_strings_fail_before_keras_is_imported(tmp_path):
+    """Each refusal comes from the checks that run before a handler imports Keras."""
+    not_an_image = tmp_path / "photo.jpg"
+    not_an_image.write_text("not an image")
+    not_a_model = tmp_path / "model.keras"
+    not_a_model.write_text("not a zip")
+    folder = tmp_path / "flowers" / "rose"
+    folder.mkdir(parents=True)
+    photo = tmp_path / "real.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(photo)
+    bad, real, model = str(not_an_image), str(photo), str(not_a_model)
+    cases = [
+        (["build", "64C3-XX2", "--input-shape", "32x32x3"], "unknown layer token 'XX2'"),
+        (["build", "64C3-MP2x9", "--input-shape", "32x32x3"], "reduces 1x1 to 0x0"),
+        (["classify", real, "--model", "vgg91"], "did you mean 'vgg19'"),
+        (["classify", real, "--weights", "cafe"], "did you mean 'caffe'"),
+        (["stylize", bad, real, "--out", "s.png"], "cannot read image"),
+        (["stylize", real, real, "--model", "vgg19.lasgne", "--out", "s.png"], "'lasagne'"),
+        (
+            ["transfer", "--data", str(folder.parent), "--out", "m.keras", "--base", "nosuchnet"],
+            "unknown model 'nosuchnet'",
+        ),
+        (["export", model, "--out", str(tmp_path / "m.onnx")], "not a zip archive"),
+        (["plot", "kernels", model], "not a zip archive"),
+        (["plot", "features", model, real], "not a zip archive"),
+    ]
+    code = (
+        "import sys\n"
+        "from kzoo.cli import main\n"
+        f"for argv in {[argv for argv, _ in cases]!r}:\n"
+        "    print('exit', main(argv), file=sys.stderr)\n"
+        "print('keras imported:', 'keras' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    reports = result.stderr.split("exit 1\n")
+    assert len(reports) == len(cases) + 1, result.stderr
+    for (argv, expected), report in zip(cases, reports, strict=False):
+        assert report.startswith("error: ") and expected in report, (argv, report)
+    assert "keras imported: False" in result.stdout
+
+
 def test_a_named_architecture_is_pointed_at_build_not_load():
     with pytest.raises(kzoo.UnknownNameError) as error:
         kzoo.load("lenet")

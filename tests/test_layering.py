@@ -42,6 +42,7 @@ LAYERS: dict[str, int] = {
             "kzoo.backend",
             "kzoo.gradients",
             "kzoo.deploy",
+            "kzoo.images",
         ),
         2,
     ),

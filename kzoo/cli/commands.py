@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kzoo.errors import KzooError
+from kzoo.images import open_image
 
 __all__ = ["DEFAULT_HEAD", "make_parser", "parse_shape", "run_checks"]
 
 DEFAULT_HEAD = "GAP-FC256+D0.5-FC{classes}"
-Check = Callable[[argparse.Namespace], None]
+Check = Callable[[argparse.Namespace], None] | tuple[str, ...]
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -51,6 +53,25 @@ def _files(*attributes: str, optional: Sequence[str] = ()) -> Check:
                     what = f"{flag} file" if flag else "file"
                     hint = "" if path.parent.is_dir() else f" (no folder {path.parent})"
                     raise KzooError(f"no such {what}: {path}{hint}")
+                if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+                    raise KzooError(
+                        f"{path} is not a saved Keras model: a .keras file is the zip archive "
+                        "model.save() writes, and this one is not a zip archive (damaged, or "
+                        "another format renamed)"
+                    )
+
+    return check
+
+
+def _images(*attributes: str) -> Check:
+    """Image files (not ``.npy`` arrays) must decode, before a model is loaded for them."""
+
+    def check(args: argparse.Namespace) -> None:
+        for attribute in attributes:
+            values = getattr(args, attribute)
+            for value in values if isinstance(values, list) else [values]:
+                if Path(value).suffix.lower() != ".npy":
+                    open_image(value)
 
     return check
 
@@ -104,9 +125,18 @@ def _positive_top(args: argparse.Namespace) -> None:
 
 
 def run_checks(args: argparse.Namespace) -> None:
-    """Run the checks of the parsed command; raises KzooError on the first that fails."""
+    """Run the checks of the parsed command; raises KzooError on the first that fails.
+
+    A check is a function, or ``(module, function, *arguments)`` naming one in a module of this
+    package that reads pure-Python parts of kzoo (the DSL, the manifest): imported only when
+    its command runs, like the handlers.
+    """
     for check in getattr(args, "checks", ()):
-        check(args)
+        if isinstance(check, tuple):
+            module, function, *arguments = check
+            getattr(importlib.import_module(f"kzoo.cli.{module}"), function)(args, *arguments)
+        else:
+            check(args)
 
 
 # -- the parser -------------------------------------------------------------------------------
@@ -152,7 +182,8 @@ def _add_dsl(subparsers: argparse._SubParsersAction) -> None:
     build = _command(
         subparsers,
         "build",
-        ("dsl", "run_build"),
+        ("build", "run_build"),
+        checks=(("dsl", "check_spec"),),
         help="build a Keras model from an architecture string",
         description="Build the model, print its canonical string, optionally save it.",
     )
@@ -207,7 +238,12 @@ def _add_zoo(subparsers: argparse._SubParsersAction) -> None:
         subparsers,
         "classify",
         ("zoo", "run_classify"),
-        checks=(_files("images", optional=("labels",)), _saved_model("model"), _positive_top),
+        checks=(
+            _files("images", optional=("labels",)),
+            _saved_model("model"),
+            _positive_top,
+            ("zoo", "check_model_name", "model"),
+        ),
         help="top-k classes of images",
     )
     classify.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PIL reads)")
@@ -231,7 +267,7 @@ def _add_transfer(subparsers: argparse._SubParsersAction) -> None:
         subparsers,
         "transfer",
         ("transfer", "run_transfer"),
-        checks=(_transfer_options,),
+        checks=(_transfer_options, ("zoo", "check_model_name", "base")),
         help="fine-tune a pretrained network on a folder of images (one sub-folder per class)",
         description="Freeze a pretrained base, train a new head, then fine-tune.",
     )
@@ -285,7 +321,7 @@ def _add_plot(subparsers: argparse._SubParsersAction) -> None:
         commands,
         "saliency",
         ("plot", "run_saliency"),
-        checks=(_files("model", "image"),),
+        checks=(_files("model", "image"), _images("image")),
         help="what the network looks at in an image",
     )
     saliency.add_argument("model", type=Path, help="a saved model (.keras)")
@@ -297,7 +333,7 @@ def _add_plot(subparsers: argparse._SubParsersAction) -> None:
         commands,
         "features",
         ("plot", "run_features"),
-        checks=(_files("model", "image"),),
+        checks=(_files("model", "image"), _images("image")),
         help="the feature maps of an image at one layer, as a grid",
     )
     features.add_argument("model", type=Path, help="a saved model (.keras)")
@@ -312,7 +348,7 @@ def _add_plot(subparsers: argparse._SubParsersAction) -> None:
         commands,
         "occlusion",
         ("plot", "run_occlusion"),
-        checks=(_files("model", "image"),),
+        checks=(_files("model", "image"), _images("image")),
         help="where the network looks: the class score as a grey patch slides over the image",
     )
     occlusion.add_argument("model", type=Path, help="a saved model (.keras)")
@@ -347,7 +383,12 @@ def _add_stylize(subparsers: argparse._SubParsersAction) -> None:
         subparsers,
         "stylize",
         ("stylize", "run_stylize"),
-        checks=(_files("content", "style"), _positive("size", "steps")),
+        checks=(
+            _files("content", "style"),
+            _images("content", "style"),
+            _positive("size", "steps"),
+            ("zoo", "check_model_name", "model"),
+        ),
         help="paint a photo in the style of another image (Gatys et al.)",
         description="Optimise the content image until its VGG features keep the photo's "
         "content and take on the style image's textures.",

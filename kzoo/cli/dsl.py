@@ -1,17 +1,16 @@
-"""``kzoo explain`` and ``kzoo build``: architecture strings from the command line.
+"""``kzoo explain``, and the check that ``kzoo build`` runs first: pure Python, no Keras.
 
-``kzoo explain`` never imports Keras, so it answers at once; ``kzoo build`` does.
+``kzoo explain`` never imports Keras, so it answers at once; a string ``kzoo build`` cannot
+build fails here, pointing at the bad token, before the Keras import.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
-from kzoo.builder import build
-from kzoo.dsl import explain, to_string
+from kzoo.dsl import explain, plan
 
-__all__ = ["run_build", "run_explain"]
+__all__ = ["check_spec", "run_explain"]
 
 
 def run_explain(args: argparse.Namespace) -> int:
@@ -20,18 +19,6 @@ def run_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_build(args: argparse.Namespace) -> int:
-    """Build the model; print its string and parameter count; save it if asked."""
-    model = build(args.spec, args.input_shape, dialect=args.dialect, padding=args.padding)
-    if args.summary:
-        model.summary(print_fn=print)
-    print(to_string(model))
-    print(f"{model.name}: {len(model.layers)} layers, {model.count_params():,} params")
-    if args.save:
-        try:
-            model.save(args.save)
-        except (ValueError, OSError) as error:
-            print(f"error: cannot save to {args.save!r}: {error}", file=sys.stderr)
-            return 1
-        print(f"saved {args.save}")
-    return 0
+def check_spec(args: argparse.Namespace) -> None:
+    """Plan the architecture (shapes included) as the build will; raises SpecError."""
+    plan(args.spec, args.input_shape, dialect=args.dialect, padding=args.padding)

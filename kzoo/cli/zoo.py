@@ -13,8 +13,10 @@ from pathlib import Path
 
 from kzoo import dsl, zoo
 from kzoo.errors import KzooError
+from kzoo.images import open_image
 
 __all__ = [
+    "check_model_name",
     "run_classify",
     "run_fetch",
     "run_import",
@@ -168,7 +170,7 @@ def run_classify(args: argparse.Namespace) -> int:
     import numpy as np
 
     labels = _read_labels(Path(args.labels)) if args.labels else None
-    images = [_read_image(Path(p)) for p in args.images]  # unreadable images fail here, first
+    images = [open_image(p) for p in args.images]  # unreadable images fail here, first
     model, names = _classifier(args, labels)
     height, width = (d or 224 for d in model.input_shape[1:3])
     batch = np.stack([_resized(image, (width, height)) for image in images])
@@ -211,18 +213,22 @@ def _read_labels(path: Path) -> list[tuple[str, str]]:
         ) from None
 
 
-def _read_image(path: Path):
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError) as error:
-        raise KzooError(f"cannot read image {path}: {error}") from None
-
-
 def _resized(image, size: tuple[int, int]):
     import numpy as np
     from PIL import Image
 
     return np.asarray(image.resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+# --- checks that run before the handler (see commands.run_checks) --------------------------
+
+
+def check_model_name(args: argparse.Namespace, attribute: str) -> None:
+    """A zoo name in ``args.<attribute>`` must be known (a path to a saved model is not one)."""
+    value = str(getattr(args, attribute))
+    if value.endswith(".keras") or "/" in value or "\\" in value:
+        return
+    weights = getattr(args, "weights", None)
+    if weights is None or weights.lower() == "none":
+        weights = zoo.DEFAULT
+    zoo.resolve(value, weights, getattr(args, "manifest", None))

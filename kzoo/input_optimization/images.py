@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from kzoo.images import open_image
+
 __all__ = ["as_rgb", "fit_size", "to_uint8"]
 
 
@@ -14,13 +16,11 @@ def as_rgb(image: Any) -> np.ndarray:
     """An image file (read with Pillow) or an ``(H, W, 3)`` array as float32 RGB 0-255.
 
     Raises:
+        ImageError: A file that cannot be read as an image.
         ValueError: An array that is not ``(height, width, 3)``.
     """
     if isinstance(image, str | os.PathLike):
-        from PIL import Image
-
-        with Image.open(image) as opened:
-            return np.asarray(opened.convert("RGB"), dtype=np.float32)
+        return np.asarray(open_image(image), dtype=np.float32)
     array = np.asarray(image, dtype=np.float32)
     if array.ndim != 3 or array.shape[-1] != 3:
         raise ValueError(

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from kzoo.images import open_image
 from kzoo.plots.saliency import _one_image, _patch_geometry, occlusion_map, saliency_map
 from kzoo.taps import find_layer, layer_paths, tap
 
@@ -154,12 +155,8 @@ def plot_kernels(model_or_layer: Any, path: str | os.PathLike, layer: str | None
 
 def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int) -> np.ndarray:
     """Read an image file as float32 ``(height, width, channels)`` with values 0-255 (Pillow)."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        image = image.convert("RGB" if channels == 3 else "L").resize((size[1], size[0]))
-        array = np.asarray(image, dtype=np.float32)
-    return array.reshape(size[0], size[1], channels)
+    image = open_image(path, "RGB" if channels == 3 else "L").resize((size[1], size[0]))
+    return np.asarray(image, dtype=np.float32).reshape(size[0], size[1], channels)
 
 
 def _as_image(model: Any, image: np.ndarray | str | os.PathLike) -> np.ndarray:
