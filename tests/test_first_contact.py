@@ -251,6 +251,17 @@ def test_bad_names_images_models_and_strings_fail_before_keras_is_imported(tmp_p
     assert "keras imported: False" in result.stdout
 
 
+def test_a_file_that_is_not_an_image_is_one_typed_error_in_the_library(tmp_path):
+    bad = tmp_path / "photo.jpg"
+    bad.write_bytes(b"\xff\xd8 a truncated jpeg")
+    with pytest.raises(kzoo.ImageError, match=f"cannot read image {bad}"):
+        kzoo.stylize(bad, bad, steps=1)
+    lenet = kzoo.build("28x28x1:4C5-MP2-FC10")
+    with pytest.raises(kzoo.ImageError, match="Give a PNG, JPEG"):
+        kzoo.plots.plot_occlusion(lenet, bad, tmp_path / "o.png")
+    assert not (tmp_path / "o.png").exists()
+
+
 def test_a_named_architecture_is_pointed_at_build_not_load():
     with pytest.raises(kzoo.UnknownNameError) as error:
         kzoo.load("lenet")
