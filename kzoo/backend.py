@@ -5,17 +5,20 @@ with a long traceback ending in ``No module named 'tensorflow'``. :func:`require
 the configured backend (``KERAS_BACKEND``, else ``keras.json``, else TensorFlow, as Keras
 does) without importing anything and raises :class:`~kzoo.errors.BackendError` naming the
 extra to install. ``import kzoo`` runs it just before Keras is first imported, and
-:func:`kzoo.load` runs it before any download. Pure Python.
+:func:`kzoo.load` runs it before any download. :func:`dtype_policy_scope` sets Keras's global
+dtype policy for a block. Pure Python at import: Keras is imported only when a scope opens.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+from collections.abc import Iterator
 
 from kzoo.errors import BackendError, Hint
 
-__all__ = ["configured_backend", "require_backend"]
+__all__ = ["configured_backend", "dtype_policy_scope", "require_backend"]
 
 # backend -> the module Keras imports for it
 _MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch", "numpy": "numpy",
@@ -61,3 +64,19 @@ def require_backend() -> None:
             Hint("choose_backend", f"or install {others} and set KERAS_BACKEND to match"),
         ],
     )
+
+
+@contextlib.contextmanager
+def dtype_policy_scope(name: str) -> Iterator[None]:
+    """Keras's global dtype policy set to ``name`` inside the block, restored after it.
+
+    Layers created inside (and layers rebuilt from configs without a dtype) take ``name``.
+    """
+    import keras  # here: import kzoo imports this module before Keras and must stay instant
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)

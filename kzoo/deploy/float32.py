@@ -8,13 +8,13 @@ copies the weights over; a model that is float32 already comes back as it is.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from typing import Any
 
 import keras
 import numpy as np
 
+from kzoo.backend import dtype_policy_scope
 from kzoo.errors import ExportError
 
 __all__ = ["float32_twin", "is_float32", "leaf_layers"]
@@ -62,7 +62,7 @@ def float32_twin(model: keras.Model) -> tuple[keras.Model, bool]:
         return model, False
     config = _as_float32(keras.saving.serialize_keras_object(model))
     try:
-        with _global_policy("float32"):
+        with dtype_policy_scope("float32"):
             twin = keras.saving.deserialize_keras_object(config)
     except Exception as error:  # name the layer that cannot be rebuilt
         raise _rebuild_error(model, error) from error
@@ -102,22 +102,11 @@ def _as_float32(node: Any) -> Any:
     return node
 
 
-@contextlib.contextmanager
-def _global_policy(name: str) -> Iterator[None]:
-    # layers whose config carries no dtype take the global policy: float32 for the copy
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
 def _rebuild_error(model: keras.Model, error: Exception) -> ExportError:
     culprit = None
     for layer in leaf_layers(model):
         try:
-            with _global_policy("float32"):
+            with dtype_policy_scope("float32"):
                 keras.saving.deserialize_keras_object(
                     _as_float32(keras.saving.serialize_keras_object(layer))
                 )

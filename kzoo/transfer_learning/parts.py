@@ -10,12 +10,12 @@ whether the backend sees a GPU.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import keras
 
+from kzoo.backend import dtype_policy_scope
 from kzoo.builder import build
 from kzoo.errors import KzooError, TransferError
 from kzoo.zoo import load
@@ -23,7 +23,6 @@ from kzoo.zoo import load
 __all__ = [
     "cut_base",
     "default_loss",
-    "dtype_policy",
     "has_gpu",
     "input_shape_of",
     "resolve_base",
@@ -45,7 +44,7 @@ _TOP_LAYERS = (keras.layers.Dense, keras.layers.Dropout, keras.layers.Activation
 
 def resolve_base(base, weights, input_shape, precision, manifest) -> keras.Model:
     if isinstance(base, str):
-        with dtype_policy(precision):
+        with dtype_policy_scope(precision):
             return load(
                 base, weights=weights, include_top=False, preprocessing=True,
                 input_shape=None if input_shape is None else tuple(input_shape),
@@ -110,7 +109,7 @@ def resolve_head(head: str | keras.Model, feature_shape: tuple) -> keras.Model:
     if not isinstance(head, str):
         raise TransferError(f"head must be a DSL string or a keras.Model. Received: head={head!r}")
     # The head is tiny next to the base, so it always runs in float32: softmax included.
-    with dtype_policy("float32"):
+    with dtype_policy_scope("float32"):
         try:
             return build(head, input_shape=feature_shape, prefix="head_", name="head")
         except KzooError:
@@ -133,16 +132,6 @@ def default_loss(head: keras.Model, loss: Any, metrics: Any) -> tuple[Any, Any]:
     if activation == "softmax" and units == 1:
         raise TransferError("a softmax head over one unit always outputs 1; use FC1+sigmoid")
     return (loss or default_loss), (default_metrics if metrics is None else list(metrics))
-
-
-@contextlib.contextmanager
-def dtype_policy(name: str) -> Iterator[None]:
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def _gpu_jax() -> bool:
