@@ -14,6 +14,7 @@ import builtins
 import json
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 import keras
@@ -562,6 +563,11 @@ def test_cli_labels_flag_json_no_verify_and_errors(dsl_model, tmp_path, capsys):
 
     bogus = tmp_path / "bogus.keras"
     bogus.write_bytes(b"not a zip")
+    code = main(["export", str(bogus), "--out", str(tmp_path / "x")])
+    _, stderr = capsys.readouterr()
+    assert code == 1 and f"{bogus} is not a saved Keras model" in stderr
+    with zipfile.ZipFile(bogus, "w") as archive:  # a zip, but not what model.save writes
+        archive.writestr("notes.txt", "hello")
     code = main(["export", str(bogus), "--out", str(tmp_path / "x")])
     _, stderr = capsys.readouterr()
     assert code == 1 and f"cannot load {bogus} as a Keras model" in stderr
