@@ -280,9 +280,10 @@ class PartialDownload:
         with resp:
             offset = self._accept(resp, have)
             total = self.size
+            # Content-Length counts the bytes as sent, which is what _body stores, even when a
+            # server applies a Content-Encoding in spite of "identity"
             length = resp.headers.get("Content-Length", "")
-            encoded = resp.headers.get("Content-Encoding", "identity") != "identity"
-            if total is None and length.isdigit() and not encoded:
+            if total is None and length.isdigit():
                 total = offset + int(length)
                 self._check_space(total - offset)
             try:
@@ -330,15 +331,17 @@ def _unreachable(
 
 
 def _body(resp: requests.Response) -> Iterator[bytes]:
-    """The response body as it arrives.
+    """The response body as it arrives, as sent: never decoded.
 
     ``read1`` hands over whatever the socket has (up to CHUNK), so the bytes received before
-    a connection breaks are on disk for the resume; ``iter_content`` would buffer up to a
-    full chunk and lose it with the exception. Older urllib3 has no ``read1``.
+    a connection breaks are on disk for the resume; ``stream`` would buffer up to a full chunk
+    and lose it with the exception. Older urllib3 has no ``read1``. Neither decodes a
+    Content-Encoding (``iter_content`` would): Content-Length and Range offsets count the
+    bytes as sent, so decoded bytes could be neither checked for truncation nor resumed.
     """
     read1 = getattr(resp.raw, "read1", None)
     if read1 is None:
-        yield from resp.iter_content(CHUNK)
+        yield from resp.raw.stream(CHUNK, decode_content=False)
         return
     while chunk := read1(CHUNK):
         yield chunk
