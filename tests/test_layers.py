@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import keras
 import numpy as np
@@ -159,6 +160,9 @@ def test_attached_model_predicts_in_the_targets_units():
     assert priced.name == "net_in_units"
     np.testing.assert_allclose(got, y, rtol=1e-5)
     np.testing.assert_allclose(got, z * y.std(axis=0) + y.mean(axis=0), rtol=1e-5)
+    with warnings.catch_warnings():  # one input stays one tensor, not a list of one
+        warnings.simplefilter("error")
+        priced(z[:1].astype("float32"))
 
 
 def test_attach_refuses_a_model_with_the_wrong_number_of_outputs():

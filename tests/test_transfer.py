@@ -295,6 +295,15 @@ def test_cut_at_a_named_layer_and_default_head_boundary():
     assert clf.base.layers[-1].name == "block1_pool"
 
 
+def test_a_cut_base_takes_one_tensor_as_its_input_was_given():
+    # a base cut from a one-input model is called with a tensor, not a list: no Keras warning
+    base = kzoo.transfer(_base(), head="GAP-FC3", cut="block1_pool").base
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = base(np.zeros((1, *base.input.shape[1:]), "float32"))
+    assert tuple(out.shape) == (1, 8, 8, 8)
+
+
 def test_bad_unfreeze_requests_are_clear_errors():
     base = _transfer().base
     with pytest.raises(TransferError, match="valid names"):

@@ -208,7 +208,7 @@ def test_a_cached_top_file_serves_a_notop_load_without_a_second_download(server,
     base = kzoo.load("tiny", include_top=False, manifest=manifest)
     again = kzoo.load("tiny", include_top=False, manifest=manifest)  # now a converted hit
     assert (server.count("/top.h5"), server.count("/notop.h5")) == (1, 0)
-    cut = keras.Model(full.inputs, full.get_layer("block5_pool").output)
+    cut = keras.Model(full.input, full.get_layer("block5_pool").output)
     np.testing.assert_allclose(outputs(base, images), outputs(cut, images), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(outputs(again, images), outputs(base, images))
 
@@ -246,7 +246,7 @@ def test_notop_from_a_top_only_source_uses_its_conv_layers(server, images, tmp_p
     full = kzoo.load("tiny", manifest=manifest)
     base = kzoo.load("tiny", include_top=False, manifest=manifest)
     assert "fc1" not in [layer.name for layer in base.layers]
-    cut = keras.Model(full.inputs, full.get_layer("block5_pool").output)
+    cut = keras.Model(full.input, full.get_layer("block5_pool").output)
     np.testing.assert_allclose(outputs(base, images), outputs(cut, images), rtol=1e-5, atol=1e-6)
     assert server.count(f"/{path.name}") == 1
 

@@ -141,7 +141,9 @@ class TargetStandardizer:
                 f"fitted on {len(self.mean)} target column(s). Received: model {model.name!r}."
             )
         outputs = self.inverse_layer()(model.outputs[0])
-        return keras.Model(model.inputs, outputs, name=name or f"{model.name}_in_units")
+        # one input passed as a tensor, not a list of one: Keras warns on every call otherwise
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        return keras.Model(inputs, outputs, name=name or f"{model.name}_in_units")
 
     def get_config(self) -> dict[str, Any]:
         """Returns the fitted statistics as plain lists (for ``keras.saving``)."""

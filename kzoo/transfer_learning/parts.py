@@ -73,7 +73,9 @@ def cut_base(model: keras.Model, cut: str | None) -> keras.Model:
         )
     if cut == names[-1]:
         return model
-    return keras.Model(model.inputs, model.get_layer(cut).output, name=f"{model.name}_base")
+    # one input passed as a tensor, not a list of one: Keras warns on every call otherwise
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, model.get_layer(cut).output, name=f"{model.name}_base")
 
 
 def _default_cut(layers: list[keras.layers.Layer]) -> str:
