@@ -453,6 +453,11 @@ def test_unknown_names_suggest_the_closest():
         kzoo.load("vgg19.tv_in1l")
     with pytest.raises(UnknownNameError, match="did you mean 'caffe'"):
         kzoo.load("vgg19", weights="cafe")
+    with pytest.raises(UnknownNameError) as error:  # nothing close: the tags, listed once
+        kzoo.load("vgg19.nosuchtag")
+    assert str(error.value) == (
+        "unknown weights tag for vgg19 'nosuchtag'; known: caffe, imagenet, lasagne, tv_in1k"
+    )
 
 
 def test_include_top_with_another_input_size_is_refused():

@@ -149,10 +149,8 @@ class Manifest:
         try:
             return entry.weights[tag]
         except KeyError:
-            known = list(entry.weights)
-            raise UnknownNameError(
-                f"weights tag for {name}", tag, known, hint=f"{name} has weights: {known}"
-            ) from None
+            # the message already lists the tags, or names the close one
+            raise UnknownNameError(f"weights tag for {name}", tag, list(entry.weights)) from None
 
     def class_index(self, name: str) -> ClassIndexEntry:
         """The class list called ``name``; UnknownNameError otherwise."""
