@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import time
@@ -206,6 +207,41 @@ def test_every_command_checks_its_files_before_doing_work(capsys, tmp_path):
     ):
         assert main([str(a) for a in argv]) == 1, argv
         assert "no such" in capsys.readouterr().err
+
+
+def test_commands_that_load_zoo_weights_fetch_them_before_importing_keras(tmp_path):
+    """Offline, classify, stylize and transfer fail on the weights in about a second."""
+    manifest = str(manifest_with_urls(tmp_path, [UNRESOLVABLE]))
+    photo = tmp_path / "real.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(photo)
+    (tmp_path / "flowers" / "rose").mkdir(parents=True)
+    real, home = str(photo), tmp_path / "home"
+    cases = [
+        ["classify", real, "--model", "tiny.web"],
+        ["stylize", real, real, "--model", "tiny.web", "--out", str(tmp_path / "s.png")],
+        ["transfer", "--data", str(tmp_path / "flowers"), "--base", "tiny.web", "--out", "m.keras"],
+    ]
+    code = (
+        "import sys, time\n"
+        "from kzoo.cli import main\n"
+        f"for argv in {[[*argv, '--manifest', manifest] for argv in cases]!r}:\n"
+        "    start = time.monotonic()\n"
+        "    status = main(argv)\n"
+        "    print('exit', status, f'{time.monotonic() - start:.2f}', file=sys.stderr)\n"
+        "print('keras imported:', 'keras' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "KZOO_HOME": str(home)},
+    )  # fmt: skip
+    assert "keras imported: False" in result.stdout, result.stderr
+    reports = re.split(r"exit (\d) ([\d.]+)\n", result.stderr)
+    for i, argv in enumerate(cases):
+        report, status, seconds = reports[3 * i : 3 * i + 3]
+        assert status == "1" and float(seconds) < 2, (argv, report, seconds)
+        assert "cannot resolve the host name" in report, (argv, report)
+        assert "kzoo weights import tiny web FILE" in report, (argv, report)
+    assert files_in(home) == []
 
 
 def test_bad_names_images_models_and_strings_fail_before_keras_is_imported(tmp_path):

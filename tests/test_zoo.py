@@ -251,6 +251,19 @@ def test_notop_from_a_top_only_source_uses_its_conv_layers(server, images, tmp_p
     assert server.count(f"/{path.name}") == 1
 
 
+def test_prepare_weights_fetches_what_a_load_then_reads_from_the_cache(
+    server, tmp_path, monkeypatch
+):
+    path, fmt, mode, _ = write_source("caffe", tmp_path)
+    manifest = tiny_manifest({"src": served_source(server, path, fmt, mode, pin=False)})
+    assert kzoo.zoo.prepare_weights("tiny", include_top=False, manifest=manifest) is None
+    assert server.count(f"/{path.name}") == 1
+    monkeypatch.setenv("KZOO_OFFLINE", "1")  # the load may make no request at all
+    base = kzoo.load("tiny", include_top=False, manifest=manifest)
+    assert base.get_layer("block1_conv1").get_weights()[0].any()
+    assert server.count(f"/{path.name}") == 1
+
+
 def test_offline_makes_no_request_and_names_the_path_and_import_command(
     server, tmp_path, kzoo_home, monkeypatch
 ):

@@ -240,9 +240,11 @@ def _add_zoo(subparsers: argparse._SubParsersAction) -> None:
         ("zoo", "run_classify"),
         checks=(
             _files("images", optional=("labels",)),
+            _images("images"),
             _saved_model("model"),
             _positive_top,
             ("zoo", "check_model_name", "model"),
+            ("zoo", "check_weights_on_disk", "model", True),
         ),
         help="top-k classes of images",
     )
@@ -267,7 +269,11 @@ def _add_transfer(subparsers: argparse._SubParsersAction) -> None:
         subparsers,
         "transfer",
         ("transfer", "run_transfer"),
-        checks=(_transfer_options, ("zoo", "check_model_name", "base")),
+        checks=(
+            _transfer_options,
+            ("zoo", "check_model_name", "base"),
+            ("zoo", "check_weights_on_disk", "base", False),
+        ),
         help="fine-tune a pretrained network on a folder of images (one sub-folder per class)",
         description="Freeze a pretrained base, train a new head, then fine-tune.",
     )
@@ -388,6 +394,7 @@ def _add_stylize(subparsers: argparse._SubParsersAction) -> None:
             _images("content", "style"),
             _positive("size", "steps"),
             ("zoo", "check_model_name", "model"),
+            ("zoo", "check_weights_on_disk", "model", False),
         ),
         help="paint a photo in the style of another image (Gatys et al.)",
         description="Optimise the content image until its VGG features keep the photo's "

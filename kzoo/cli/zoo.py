@@ -12,11 +12,13 @@ import sys
 from pathlib import Path
 
 from kzoo import dsl, zoo
+from kzoo.backend import require_backend
 from kzoo.errors import KzooError
 from kzoo.images import open_image
 
 __all__ = [
     "check_model_name",
+    "check_weights_on_disk",
     "run_classify",
     "run_fetch",
     "run_import",
@@ -185,7 +187,7 @@ def run_classify(args: argparse.Namespace) -> int:
 
 def _classifier(args: argparse.Namespace, labels: list[tuple[str, str]] | None):
     """The model and its ``(wnid, name)`` class list (None when unknown)."""
-    if args.model.endswith(".keras") or "/" in args.model or "\\" in args.model:
+    if _names_a_file(args.model):
         import keras
 
         model = keras.saving.load_model(args.model)
@@ -223,12 +225,36 @@ def _resized(image, size: tuple[int, int]):
 # --- checks that run before the handler (see commands.run_checks) --------------------------
 
 
+def _names_a_file(value: str) -> bool:
+    """Whether a --model/--base value is a saved model's path rather than a zoo name."""
+    return value.endswith(".keras") or "/" in value or "\\" in value
+
+
 def check_model_name(args: argparse.Namespace, attribute: str) -> None:
     """A zoo name in ``args.<attribute>`` must be known (a path to a saved model is not one)."""
     value = str(getattr(args, attribute))
-    if value.endswith(".keras") or "/" in value or "\\" in value:
+    if _names_a_file(value):
         return
     weights = getattr(args, "weights", None)
     if weights is None or weights.lower() == "none":
         weights = zoo.DEFAULT
     zoo.resolve(value, weights, getattr(args, "manifest", None))
+
+
+def check_weights_on_disk(args: argparse.Namespace, attribute: str, include_top: bool) -> None:
+    """The zoo weights ``args.<attribute>`` loads are on disk: fetched now, before Keras starts.
+
+    Offline or with a dead mirror the command fails in about a second, and with no backend
+    installed it says what to install before it downloads anything.
+    """
+    value = str(getattr(args, attribute))
+    weights = getattr(args, "weights", None)
+    if _names_a_file(value):
+        return
+    if weights is not None and weights.lower() == "none":
+        return  # random weights: nothing to fetch
+    require_backend()
+    zoo.prepare_weights(
+        value, zoo.DEFAULT if weights is None else weights, include_top=include_top,
+        manifest=getattr(args, "manifest", None),
+    )  # fmt: skip

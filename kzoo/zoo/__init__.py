@@ -34,6 +34,7 @@ _EXPORTS = {
     "decode_predictions": "kzoo.zoo.loader:decode_predictions",
     "list_models": "kzoo.zoo.loader:list_models",
     "load": "kzoo.zoo.loader:load",
+    "prepare_weights": "kzoo.zoo.loader:prepare_weights",
     "preprocess_input": "kzoo.zoo.loader:preprocess_input",
     "builtin_manifest_path": "kzoo.zoo.manifest:builtin_manifest_path",
     "load_manifest": "kzoo.zoo.manifest:load_manifest",

@@ -27,7 +27,7 @@ from kzoo.builder import build
 from kzoo.converters.assign import assign
 from kzoo.errors import ConversionError, DownloadError
 from kzoo.zoo.classes import class_names
-from kzoo.zoo.entries import ModelEntry
+from kzoo.zoo.entries import ModelEntry, WeightSource
 from kzoo.zoo.manifest import ManifestLike, load_manifest
 from kzoo.zoo.names import DEFAULT, resolve
 from kzoo.zoo.weights import WeightsPlan
@@ -35,7 +35,7 @@ from kzoo.zoo.weights import WeightsPlan
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["decode_predictions", "list_models", "load", "preprocess_input"]
+__all__ = ["decode_predictions", "list_models", "load", "prepare_weights", "preprocess_input"]
 
 
 def load(
@@ -77,16 +77,9 @@ def load(
         ConversionError: The file does not fit the model.
     """
     require_backend()  # before any download: no point fetching weights Keras cannot load
-    man = load_manifest(manifest)
-    entry, source = resolve(name, weights, man)
-    local = _local_file(weights, entry) if source is None and weights is not None else None
-    if local is not None:  # a bad file fails now, before the (slow) build
-        converters.inspect(local[1], local[0], values=False)
+    entry, source, local = _selected(name, weights, manifest)
     shape = _input_shape(entry, include_top, input_shape, pooling)
-    plan = None
-    if source is not None:
-        others = entry.weights.values()
-        plan = WeightsPlan(source, include_top, cache_dir, progress, others=others)
+    plan = _plan(entry, source, include_top, cache_dir, progress)
     layer = None
     if preprocessing:
         from kzoo.layers import ImagePreprocessing
@@ -115,6 +108,56 @@ def load(
     wanted = {slot.name for slot in slots}
     assign(model, {k: v for k, v in arrays.items() if k in wanted})
     return model
+
+
+def prepare_weights(
+    name: str = "vgg19",
+    weights: str | os.PathLike[str] | None = DEFAULT,
+    include_top: bool = True,
+    manifest: ManifestLike | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
+) -> None:
+    """Fetch (or find cached) the files that :func:`load` with these arguments reads.
+
+    Nothing is built and Keras is not imported: the command line calls this first, so an
+    unknown name, an unreachable host or a damaged local file is reported in about a second
+    rather than after the framework's start-up. ``load`` then finds everything in the cache.
+
+    Args:
+        name, weights, include_top, manifest, cache_dir, progress: As for :func:`load`.
+
+    Raises:
+        UnknownNameError: Unknown model or tag (with suggestions).
+        DownloadError: The file cannot be fetched (OfflineError when ``KZOO_OFFLINE=1``).
+        ConversionError: A local weights file that its format's reader refuses.
+    """
+    entry, source, _ = _selected(name, weights, manifest)
+    _plan(entry, source, include_top, cache_dir, progress)
+
+
+def _selected(
+    name: str, weights: str | os.PathLike[str] | None, manifest: ManifestLike | None
+) -> tuple[ModelEntry, WeightSource | None, tuple[Path, str] | None]:
+    """The entry, its weight source, and a local weights file (read once: a bad one fails)."""
+    entry, source = resolve(name, weights, load_manifest(manifest))
+    local = _local_file(weights, entry) if source is None and weights is not None else None
+    if local is not None:  # a bad file fails now, before the (slow) build
+        converters.inspect(local[1], local[0], values=False)
+    return entry, source, local
+
+
+def _plan(
+    entry: ModelEntry,
+    source: WeightSource | None,
+    include_top: bool,
+    cache_dir: str | os.PathLike[str] | None,
+    progress: bool | None,
+) -> WeightsPlan | None:
+    """Where the source's converted weights come from; every file it needs found or fetched."""
+    if source is None:
+        return None
+    return WeightsPlan(source, include_top, cache_dir, progress, others=entry.weights.values())
 
 
 def list_models(
