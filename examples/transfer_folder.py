@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 import tempfile
 from pathlib import Path
+
+import kzoo  # cheap: kzoo imports Keras only when a model is built
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,12 +40,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    parse_args()  # --help and bad flags: an answer before TensorFlow loads
+    _args = parse_args()  # --help and bad flags: an answer before TensorFlow loads
+    if not _args.smoke:  # the weights too: offline, the error comes in a second
+        try:
+            kzoo.zoo.prepare_weights("vgg19", _args.weights, include_top=False)
+        except kzoo.KzooError as error:
+            sys.exit(f"error: {error}")
 
 import keras
 import numpy as np
-
-import kzoo
 
 
 def write_tiny_folder(root: Path, classes=("red", "green", "blue"), per_class=8, size=32) -> Path:

@@ -59,7 +59,7 @@ _LAZY: dict[str, str] = {
     "to_string": "kzoo.dsl",
     "transfer": "kzoo.transfer_learning",
 }
-_SUBMODULES = ("datasets", "diagnostics", "layers", "losses", "plots")
+_SUBMODULES = ("datasets", "diagnostics", "layers", "losses", "plots", "zoo")
 
 __all__ = [
     "BackendError",
@@ -101,6 +101,7 @@ __all__ = [
     "stylize",
     "to_string",
     "transfer",
+    "zoo",
 ]
 
 

@@ -46,6 +46,12 @@ def test_import_kzoo_does_not_import_keras() -> None:
     assert _run("import sys, kzoo; print('keras' in sys.modules)") == "False"
 
 
+def test_the_zoo_that_error_hints_name_is_reachable_from_import_kzoo() -> None:
+    # hints say "kzoo.zoo.import_weights(...)"; a fresh script has only `import kzoo`
+    out = _run("import sys, kzoo; print(callable(kzoo.zoo.import_weights), 'keras' in sys.modules)")
+    assert out == "True False"
+
+
 def test_kzoo_layers_register_when_keras_is_imported_later() -> None:
     out = _run(
         """

@@ -468,6 +468,21 @@ def test_example_help_answers_without_importing_tensorflow(example):
     assert "loaded: False False" in result.stdout, result.stdout
 
 
+def test_the_folder_example_fails_on_missing_weights_before_importing_tensorflow(tmp_path):
+    folder = tmp_path / "flowers" / "rose"
+    folder.mkdir(parents=True)
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "transfer_folder.py"), str(folder.parent)],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "KZOO_OFFLINE": "1", "KZOO_HOME": str(tmp_path / "home")},
+    )  # fmt: skip
+    seconds = time.monotonic() - start
+    assert result.returncode == 1 and seconds < 3, (seconds, result.stderr)
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    assert "import_weights('vgg19.imagenet', FILE, notop=True)" in result.stderr
+
+
 # --- 10: small truths --------------------------------------------------------------------------
 
 
