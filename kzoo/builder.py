@@ -83,8 +83,8 @@ def build(
     inputs = keras.Input(shape=steps.input_shape, name=steps.input_name)
     x = preprocessing(inputs) if preprocessing is not None else inputs
     for step in steps.steps:
-        try:
-            layer = make_layer(step)
+        try:  # a layer's options are checked by Keras when it is made and when it is called
+            x = make_layer(step)(x)
         except SpecError:
             raise
         except (ValueError, TypeError, ImportError) as problem:
@@ -94,7 +94,6 @@ def build(
                 step.span or (0, len(steps.text)),
                 help="check the layer's options",
             ) from problem
-        x = layer(x)
     model = keras.Model(inputs, x, name=name or steps.name or "kzoo")
     logger.info(
         "built %s: %d layers, %d params", model.name, len(model.layers), model.count_params()

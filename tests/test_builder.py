@@ -190,6 +190,14 @@ def test_unknown_initializer_is_a_spec_error_pointing_at_the_layer():
     assert spec[slice(*info.value.span)] == "4C3{init=nosuchinit}"
 
 
+def test_an_option_keras_refuses_when_the_layer_is_called_points_at_its_token():
+    # Gabor filters are conv kernels: a dense layer fails only once it sees its input
+    spec = "28x28x1:16C3-FC10{init=gabor}"
+    with pytest.raises(SpecError, match="GaborInitializer fills Conv2D kernels") as info:
+        kzoo.build(spec)
+    assert spec[slice(*info.value.span)] == "FC10{init=gabor}"
+
+
 def test_user_token_builds_and_explains():
     def build(p):
         return keras.layers.GroupNormalization(groups=p["groups"], name=p["name"])

@@ -11,8 +11,10 @@ refused with a clear error instead.
 from __future__ import annotations
 
 import builtins
+import importlib.metadata
 import json
 import os
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -27,6 +29,7 @@ import kzoo
 from kzoo.cli import main
 from kzoo.cli.quiet import native_noise_dropped
 from kzoo.deploy import FORMATS, ExportResult, export, read_class_names, verify_export
+from kzoo.deploy.requirements import EXTRA_OF
 from kzoo.errors import ExportError, UnknownNameError
 
 BACKEND = keras.backend.backend()
@@ -440,9 +443,26 @@ def test_a_missing_converter_or_runtime_names_the_package_before_any_work(
     path = artifact_path(tmp_path, fmt)
     with pytest.raises(ExportError, match=f"needs the {package} package") as caught:
         export(dsl_model, path)
-    assert 'pip install "kzoo[export]"' in str(caught.value)
-    assert caught.value.hints[0].params == {"package": package, "extra": "export"}
+    extra = EXTRA_OF.get(package)
+    install = f'pip install "kzoo[{extra}]"' if extra else f"pip install {package}"
+    assert install in str(caught.value)
+    assert caught.value.hints[0].params == {"package": package, "extra": extra}
     assert list(tmp_path.iterdir()) == []
+
+
+def test_each_package_named_in_an_install_hint_is_in_the_extra_the_hint_names():
+    requires = importlib.metadata.requires("kzoo") or []
+    in_extra = {}
+    for line in requires:
+        requirement, _, marker = line.partition(";")
+        if "extra ==" in marker:
+            name = re.split(r"[<>=!~ \[]", requirement.strip(), maxsplit=1)[0]
+            extra = marker.split("extra ==")[1].strip().strip("'\"")
+            in_extra.setdefault(name.lower(), set()).add(extra)
+    for package, extra in EXTRA_OF.items():
+        assert extra in in_extra.get(package, set()), (package, extra, in_extra)
+    for package in ("jax2onnx", "litert-torch"):  # named alone, as in no extra
+        assert package not in EXTRA_OF and package not in in_extra
 
 
 @pytest.mark.backend

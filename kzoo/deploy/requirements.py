@@ -1,8 +1,8 @@
 """The optional packages an export needs, imported on demand with an error that names them.
 
-Converters and runtimes are optional dependencies (the ``export`` extra): a missing one is an
-:class:`~kzoo.errors.ExportError` that says which pip package to install, raised before any
-slow conversion starts.
+Converters and runtimes are optional dependencies (the ``export`` and ``openvino`` extras): a
+missing one is an :class:`~kzoo.errors.ExportError` that says which pip package (and kzoo
+extra) to install, raised before any slow conversion starts.
 """
 
 from __future__ import annotations
@@ -12,9 +12,20 @@ from types import ModuleType
 
 from kzoo.errors import ExportError, Hint
 
-__all__ = ["EXTRA", "installed_version", "require"]
+__all__ = ["EXTRA", "EXTRA_OF", "installed_version", "require"]
 
 EXTRA = "export"
+
+# the kzoo extra that installs each pip package (pyproject.toml; a test keeps them in step);
+# jax2onnx and litert-torch are in none: kzoo's converters run on the TensorFlow backend
+EXTRA_OF = {
+    "tensorflow": EXTRA,
+    "tf2onnx": EXTRA,
+    "onnx": EXTRA,
+    "onnxruntime": EXTRA,
+    "ai-edge-litert": EXTRA,
+    "openvino": "openvino",
+}
 
 
 def require(module: str, package: str, purpose: str) -> ModuleType:
@@ -34,13 +45,15 @@ def require(module: str, package: str, purpose: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as error:
+        extra = EXTRA_OF.get(package)
+        fix = f'pip install "kzoo[{extra}]" (or pip install {package})' if extra else None
         raise ExportError(
             f"{purpose} needs the {package} package ({module} cannot be imported: {error})",
             hints=[
                 Hint(
                     "install_package",
-                    f'install it: pip install "kzoo[{EXTRA}]" (or pip install {package})',
-                    {"package": package, "extra": EXTRA},
+                    f"install it: {fix or f'pip install {package}'}",
+                    {"package": package, "extra": extra},
                 )
             ],
         ) from error
