@@ -519,6 +519,17 @@ def test_a_savedmodel_export_replaces_an_earlier_one(dsl_model, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["served"]
 
 
+@pytest.mark.backend
+def test_a_litert_export_without_names_drops_the_side_file_of_an_earlier_one(dsl_model, tmp_path):
+    needs("litert")
+    path = tmp_path / "model.tflite"
+    export(dsl_model, path, class_names=CLASSES, samples=2)
+    assert read_class_names(path) == CLASSES
+    result = export(dsl_model, path, samples=2)  # no names: the old ones would mislabel it
+    assert result.class_names is None and read_class_names(path) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite"]
+
+
 # -- the command line --------------------------------------------------------------------------
 
 

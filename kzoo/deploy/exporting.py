@@ -28,7 +28,7 @@ from kzoo.deploy.verification import (
     check_single_io,
     verify_runtime,
 )
-from kzoo.deploy.writers import write_artifact
+from kzoo.deploy.writers import labels_file, write_artifact
 from kzoo.errors import ExportError
 
 __all__ = ["ExportResult", "export", "read_class_names"]
@@ -137,6 +137,8 @@ def export(
         except ExportError as error:  # staged only: say that the destination is untouched
             error.args = (f"{error.message}\nnothing was written at {path}", *error.args[1:])
             raise
+        if fmt.side_file and names is None:  # an earlier export's names are not this model's
+            labels_file(path).unlink(missing_ok=True)
         files = tuple(_move_into_place(p, path.parent / p.name, staging) for p in staged)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
