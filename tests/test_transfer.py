@@ -14,6 +14,7 @@ import pytest
 import kzoo
 from kzoo.errors import TransferError
 from kzoo.transfer_learning import select_layers
+from kzoo.transfer_learning.rates import group_optimizer
 
 BASE_SPEC = "8C3+BN-MP2-8C3-MP2-FC10"
 SHAPE = (16, 16, 3)
@@ -176,6 +177,19 @@ def _one_sgd_step(multiplier: float) -> tuple[dict, dict]:
     clf.fine_tune(x, y, epochs=1, shuffle=False, **QUIET)
     after = {**_snapshot(clf.base), **_snapshot(clf.head)}
     return {k: after[k] - before[k] for k in before if "moving" not in k}, before
+
+
+@pytest.mark.backend
+def test_global_clipnorm_clips_the_two_groups_as_one():
+    if keras.backend.backend() == "torch":
+        pytest.skip("torch's fused optimizer step has no per-variable rate hook")
+    pretrained, new = keras.Variable([0.0], name="pretrained"), keras.Variable([0.0], name="new")
+    template = keras.optimizers.SGD(1.0, global_clipnorm=1.0)
+    optimizer = group_optimizer(template, 1.0, [pretrained], [new], 0.5)
+    optimizer.apply([np.array([3.0], "float32"), np.array([4.0], "float32")], [pretrained, new])
+    # one norm over both gradients: (3, 4) / 5; then half the rate for the pretrained group
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(pretrained), [-0.3], rtol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(new), [-0.8], rtol=1e-6)
 
 
 @pytest.mark.backend

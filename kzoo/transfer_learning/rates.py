@@ -7,10 +7,11 @@ gives the pretrained variables a fraction of that rate through Keras's own
 pretrained ones, assigned by variable path (an ``OptimizerMap``), so the pair saves and
 reloads with the model, optimizer state included, on every backend.
 
-Only when two variables share a path (a user's head with layer names the base also has)
-can paths not tell the groups apart; then, on TensorFlow and JAX, the pretrained variables'
-rate is scaled inside the optimizer's ``update_step`` instead (the earlier mechanism; it is
-not saved with the model), and torch trains every layer at one rate, saying so.
+Two cases use one optimizer instead: two variables that share a path (a user's head with
+layer names the base also has), which paths cannot tell apart, and a template with
+``global_clipnorm``, whose norm must span both groups. Then, on TensorFlow and JAX, the
+pretrained variables' rate is scaled inside the optimizer's ``update_step`` (exact; not saved
+with the model), and torch trains every layer at one rate, saying so.
 """
 
 from __future__ import annotations
@@ -56,19 +57,21 @@ def group_optimizer(
     if ratio == 1.0 or not pretrained:
         return fresh_optimizer(template, lr)
     paths = {v.path for v in pretrained}
+    optimizer = fresh_optimizer(template, lr)
     if paths & {v.path for v in others} or len(paths) < len(pretrained):
-        optimizer = fresh_optimizer(template, lr)
-        logger.info(
-            "variable paths do not tell pretrained and new layers apart (shared layer names); "
-            "scaling the pretrained rate inside the optimizer instead of a MultiOptimizer"
+        why = "variable paths do not tell pretrained and new layers apart (shared layer names)"
+    elif optimizer.global_clipnorm:
+        # a MultiOptimizer's optimizers would each clip their own group to the full norm
+        why = "global_clipnorm clips all gradients together"
+    else:
+        slow = fresh_optimizer(template, lr * ratio)
+        mapping = keras.optimizers.OptimizerMap(
+            optimizer, {re.escape(path): slow for path in sorted(paths)}
         )
-        scale_learning_rates(optimizer, {id(v): ratio for v in pretrained})
-        return optimizer
-    slow = fresh_optimizer(template, lr * ratio)
-    mapping = keras.optimizers.OptimizerMap(
-        fresh_optimizer(template, lr), {re.escape(path): slow for path in sorted(paths)}
-    )
-    return keras.optimizers.MultiOptimizer(mapping, name="kzoo_per_group_rates")
+        return keras.optimizers.MultiOptimizer(mapping, name="kzoo_per_group_rates")
+    logger.info("%s: scaling the pretrained rate inside one optimizer", why)
+    scale_learning_rates(optimizer, {id(v): ratio for v in pretrained})
+    return optimizer
 
 
 def rates_of(optimizer: keras.optimizers.Optimizer, variables: Sequence[keras.Variable]) -> dict:
