@@ -96,13 +96,31 @@ def block_outputs(model: Any) -> list[str]:
     the ``_relu`` after each), i.e. the activations at every scale the network pools.
     """
     paths = list(layer_paths(model).items())
+    by_id = {id(layer): path for path, layer in paths}
     found = []
     for index, (_, layer) in enumerate(paths):
-        if type(layer).__name__ in _POOLS and index > 0:
-            previous = paths[index - 1][0]
-            if previous not in found:
-                found.append(previous)
+        if type(layer).__name__ not in _POOLS or index == 0:
+            continue
+        # the pool's own input, which on a branching graph need not be the layer listed before
+        # it; the listed one when the graph does not say (a pool first in a nested model)
+        feeder = _feeder(layer, by_id) or paths[index - 1][0]
+        if feeder not in found:
+            found.append(feeder)
     return found
+
+
+def _feeder(layer: Any, by_id: dict[int, str]) -> str | None:
+    """The path of the layer whose output ``layer`` takes (inside a nested model, its last)."""
+    try:
+        operation = layer.input._keras_history.operation
+    except (AttributeError, ValueError):  # never called, or called on several inputs
+        return None
+    while (path := by_id.get(id(operation))) is not None:
+        outputs = getattr(operation, "outputs", None)
+        if not getattr(operation, "layers", None) or not outputs:
+            return path
+        operation = outputs[0]._keras_history.operation  # a nested model: what makes its output
+    return None
 
 
 def tap(model: Any, layers: Sequence[str] | Mapping[str, str], name: str | None = None) -> Any:
