@@ -7,8 +7,9 @@ raises "Graph disconnected" for a layer inside the base. Here a layer is named b
 
 * :func:`walk` visits a layer and every layer nested in it; :func:`layer_paths` names them;
 * :func:`find_layer` resolves a path or a bare name, with did-you-mean;
-* :func:`block_outputs` picks the last layer of each conv block (the one before each pool);
+* :func:`block_outputs` picks the last layer of each conv block (the one feeding each pool);
 * :func:`flatten` inlines nested models (their layers called directly, weights shared);
+* :func:`bypass` rebuilds a model with one layer skipped (the logits under a final softmax);
 * :func:`tap` builds a Functional model from the same inputs to a dict of those layers'
   outputs, nested ones included, sharing every weight with the original.
 
@@ -24,7 +25,7 @@ from typing import Any
 
 from kzoo.errors import UnknownNameError
 
-__all__ = ["block_outputs", "find_layer", "flatten", "layer_paths", "tap", "walk"]
+__all__ = ["block_outputs", "bypass", "find_layer", "flatten", "layer_paths", "tap", "walk"]
 
 _POOLS = ("MaxPooling2D", "AveragePooling2D")
 
@@ -219,6 +220,41 @@ def _inline(model: Any) -> tuple[Any, Any, dict[int, Any]]:
 
     outputs = graph._run_through_graph(graph.inputs, operation_fn=inline)
     return _inputs(graph), outputs, produced
+
+
+def bypass(model: Any, layer: Any) -> Any:
+    """``model`` rebuilt on the same layers (same weights) with ``layer`` as the identity.
+
+    The saliency plots use it to read the logits a final ``keras.layers.Softmax`` is given. A
+    nested model is run layer by layer only when it holds ``layer`` (a transfer model's head),
+    so the others keep their own call arguments.
+
+    Args:
+        model: A Functional or Sequential model.
+        layer: A one-input layer of ``model``, possibly inside a nested model.
+
+    Returns:
+        A ``keras.Model``, or ``model`` itself when it has no layer graph (a subclassed model).
+    """
+    import keras
+
+    graph = _graph(model)
+    if graph is None:
+        return model
+
+    def operation_fn(operation: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if operation is layer:
+                return args[0]
+            nested = _graph(operation)
+            if nested is not None and any(inner is layer for inner in walk(operation)):
+                return nested._run_through_graph(args[0], operation_fn=operation_fn)
+            return operation(*args, **kwargs)
+
+        return call
+
+    outputs = graph._run_through_graph(graph.inputs, operation_fn=operation_fn)
+    return keras.Model(_inputs(graph), outputs, name=f"{model.name}_without_{layer.name}")
 
 
 def _graph(model: Any) -> Any:

@@ -198,6 +198,60 @@ def test_plot_saliency_reads_an_image_file_at_the_model_input_size(tmp_path):
     _assert_picture(plots.plot_saliency(_conv_model(), source, tmp_path / "s.png"))
 
 
+@pytest.mark.backend
+@pytest.mark.parametrize("nested", [False, True])
+def test_saliency_differentiates_the_input_of_a_final_softmax_layer(nested):
+    rng = np.random.default_rng(3)
+    weights = rng.normal(size=(60, 3)) * 20.0  # a saturated softmax: its own gradient is ~0
+    image = rng.normal(size=(6, 5, 2)).astype("float32")
+    logits = keras.layers.Dense(3)
+    head = [logits, keras.layers.Softmax()]
+    if nested:  # a transfer model ends in its nested head
+        head = [keras.Sequential([keras.Input((60,)), *head], name="head")]
+    model = keras.Sequential([keras.Input((6, 5, 2)), keras.layers.Flatten(), *head])
+    logits.set_weights([weights.astype("float32"), np.zeros(3, "float32")])
+    saliency, class_index, score = plots.saliency_map(model, image)
+    dense = plots.saliency_map(_linear_model(weights, activation="softmax"), image)
+    np.testing.assert_allclose(saliency, dense[0], rtol=1e-6)
+    assert class_index == dense[1]
+    np.testing.assert_allclose(score, dense[2], rtol=1e-6)
+    expected = np.abs(weights[:, class_index].reshape(6, 5, 2)).max(axis=-1)
+    np.testing.assert_allclose(saliency, expected, rtol=1e-5)
+    assert saliency.max() > 1.0
+    output = keras.ops.convert_to_numpy(model(image[None]))
+    np.testing.assert_allclose(output.sum(), 1.0, rtol=1e-5)  # still the softmax model
+
+
+def _any_size_model() -> keras.Model:
+    """A classifier on images of any size, like kzoo.load(name, include_top=False) + a head."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, name="c1")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+
+
+def test_plot_saliency_reads_an_image_file_at_its_own_size_for_any_input_size(tmp_path):
+    source = tmp_path / "photo.png"
+    pixels = np.random.default_rng(0).integers(0, 256, (20, 14, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(source)
+    model = _any_size_model()
+    from_file = plots.plot_saliency(model, source, tmp_path / "file.png", samples=2)
+    array = plots.plot_saliency(model, pixels.astype("float32"), tmp_path / "a.png", samples=2)
+    np.testing.assert_array_equal(_assert_picture(from_file), _assert_picture(array))
+
+
+def test_load_image_keeps_the_files_size_where_the_size_is_none(tmp_path):
+    source = tmp_path / "photo.png"
+    pixels = np.random.default_rng(0).integers(0, 256, (20, 14, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(source)
+    np.testing.assert_array_equal(plots.load_image(source, (None, None), 3), pixels)
+    narrow = np.asarray(Image.fromarray(pixels).resize((7, 20)), dtype=np.float32)
+    np.testing.assert_array_equal(plots.load_image(source, (None, 7), 3), narrow)
+    short = np.asarray(Image.fromarray(pixels).convert("L").resize((14, 5)), dtype=np.float32)
+    np.testing.assert_array_equal(plots.load_image(source, (5, None), 1), short[..., None])
+
+
 def test_plot_saliency_rejects_a_batch_of_several_images(tmp_path):
     with pytest.raises(ValueError, match=r"needs one image.*Received: shape=\(2, 12, 12, 1\)"):
         plots.plot_saliency(_conv_model(), np.zeros((2, 12, 12, 1)), tmp_path / "s.png")

@@ -153,14 +153,32 @@ def plot_kernels(model_or_layer: Any, path: str | os.PathLike, layer: str | None
 # -- images -----------------------------------------------------------------------------------
 
 
-def load_image(path: str | os.PathLike, size: tuple[int, int], channels: int) -> np.ndarray:
-    """Read an image file as float32 ``(height, width, channels)`` with values 0-255 (Pillow)."""
-    image = open_image(path, "RGB" if channels == 3 else "L").resize((size[1], size[0]))
-    return np.asarray(image, dtype=np.float32).reshape(size[0], size[1], channels)
+def load_image(
+    path: str | os.PathLike, size: tuple[int | None, int | None], channels: int
+) -> np.ndarray:
+    """Read an image file as float32 ``(height, width, channels)`` with values 0-255 (Pillow).
+
+    Args:
+        path: The image file.
+        size: ``(height, width)`` to resize to; a None side keeps the file's own, as for a
+            model whose input size is None (any image size works).
+        channels: 3 reads RGB, anything else greyscale.
+
+    Returns:
+        A float32 ``(height, width, channels)`` array.
+    """
+    image = open_image(path, "RGB" if channels == 3 else "L")
+    height = image.height if size[0] is None else size[0]
+    width = image.width if size[1] is None else size[1]
+    image = image.resize((width, height))
+    return np.asarray(image, dtype=np.float32).reshape(height, width, channels)
 
 
 def _as_image(model: Any, image: np.ndarray | str | os.PathLike) -> np.ndarray:
-    """An array as given, or an image file read at the size of the model's input."""
+    """An array as given, or an image file read at the size of the model's input.
+
+    A model input side that is None (``kzoo.load(..., include_top=False)``) keeps the file's.
+    """
     if isinstance(image, (str, os.PathLike)):
         _, height, width, channels = model.inputs[0].shape
         return load_image(image, (height, width), channels)
@@ -187,7 +205,8 @@ def feature_maps(model: Any, image: np.ndarray | str | os.PathLike, layer: str) 
         model: A Functional or Sequential Keras model with a single image input; the layer
             may sit inside a nested model (a transfer model's base).
         image: ``(height, width, channels)`` or a batch of one in the model's input scale, or
-            an image file (read with Pillow, resized to the model's input, values 0-255).
+            an image file (read with Pillow, resized to the model's input where its size is
+            fixed, values 0-255).
         layer: The layer's name, or its path (``"vgg19/block4_conv2"``) inside nested models.
 
     Returns:
@@ -273,7 +292,8 @@ def plot_feature_maps(
     Args:
         model: A Keras model with a single image input; nested layers are reached too.
         image: ``(height, width, channels)`` array in the model's input scale, or an image
-            file (read with Pillow, resized to the model's input, values 0-255).
+            file (read with Pillow, resized to the model's input where its size is fixed,
+            values 0-255).
         path: Where to write the PNG.
         layer: The layer's name or path; the model's first Conv2D (nested ones included)
             when None.
@@ -321,7 +341,8 @@ def plot_saliency(
     Args:
         model: A Keras classifier with a single image input.
         image: ``(height, width, channels)`` array in the model's input scale, or an image
-            file (read with Pillow, resized to the model's input, values 0-255).
+            file (read with Pillow, resized to the model's input where its size is fixed,
+            values 0-255).
         path: Where to write the PNG.
         class_index: The class to explain; the predicted class when None.
         samples: Noisy copies averaged by SmoothGrad (see :func:`saliency_map`); 1 draws
@@ -367,7 +388,8 @@ def plot_occlusion(
     Args:
         model: A Keras classifier with a single image input.
         image: ``(height, width, channels)`` array in the model's input scale, or an image
-            file (read with Pillow, resized to the model's input, values 0-255).
+            file (read with Pillow, resized to the model's input where its size is fixed,
+            values 0-255).
         path: Where to write the PNG.
         class_index: The class to explain; the predicted class when None.
         patch: The patch side in pixels; 1/8 of the image's shorter side when None.

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from kzoo.taps import bypass
+
 
 def input_gradient(model: Any, x: np.ndarray, class_index: int) -> np.ndarray:
     """The gradient of output ``class_index`` with respect to the input batch ``x``.
@@ -79,8 +81,9 @@ def saliency_map(
     Raw input gradients are speckled; by default they are averaged over ``samples`` copies of
     the image with Gaussian noise added (SmoothGrad, Smilkov et al. 2017), which keeps the
     structure and removes the speckle. The score differentiated is the class's logit when the
-    model ends in a softmax layer (a saturated softmax has no useful gradient); the score
-    returned is the model's output for the clean image.
+    model ends in a softmax (a softmax activation or a ``keras.layers.Softmax``; a saturated
+    softmax has no useful gradient); the score returned is the model's output for the clean
+    image.
 
     Args:
         model: A Keras classifier with a single image input.
@@ -101,8 +104,8 @@ def saliency_map(
     if samples > 1:
         scale = noise * float(x.max() - x.min() or 1.0)
         batch += np.random.default_rng(seed).normal(0.0, scale, batch.shape).astype(np.float32)
-    with _softmax_as_logits(model):
-        gradient = input_gradient(model, batch, class_index).mean(axis=0)
+    with _softmax_as_logits(model) as logits:
+        gradient = input_gradient(logits, batch, class_index).mean(axis=0)
     return np.abs(gradient).max(axis=-1), class_index, float(scores[class_index])
 
 
@@ -260,24 +263,30 @@ def _class_of(scores: np.ndarray, class_index: int | None) -> int:
 
 
 @contextlib.contextmanager
-def _softmax_as_logits(model: Any) -> Iterator[None]:
-    """Differentiate the class logit, not its softmax probability, while inside.
+def _softmax_as_logits(model: Any) -> Iterator[Any]:
+    """Yield a model whose class score is the logit, not its softmax probability.
 
     A confident softmax is saturated: its gradient is nearly zero and what remains is noise.
-    The usual remedy (as in the saliency literature) is the pre-softmax score, obtained here by
-    switching the last layer's activation to linear for the duration, then restoring it.
+    The usual remedy (as in the saliency literature) is the pre-softmax score. A last layer
+    with a softmax activation (``Dense(..., activation="softmax")``, ``Activation``) is
+    switched to linear for the duration and restored; a last ``keras.layers.Softmax`` is left
+    alone and the yielded model, sharing every weight, outputs that layer's input instead.
+    Any other model is yielded as it is.
     """
     import keras
 
     last = model
     while getattr(last, "layers", None):  # a transfer model ends in its nested head
         last = last.layers[-1]
+    if isinstance(last, keras.layers.Softmax):
+        yield bypass(model, last)
+        return
     activation = getattr(last, "activation", None)
     if getattr(activation, "__name__", None) != "softmax":
-        yield
+        yield model
         return
     last.activation = keras.activations.linear
     try:
-        yield
+        yield model
     finally:
         last.activation = activation
