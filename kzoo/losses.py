@@ -12,9 +12,11 @@ images are compared through what the network's layers see, not pixel by pixel.
 
 Both losses take images (RGB 0-255, channels last) as ``y_true`` and ``y_pred``, so they fit
 ``model.compile(loss=...)`` for an image-to-image model; the feature network is a zoo name
-(``"vgg19"``, loaded with its weights and preprocessing) or a Keras model, frozen. They are
-registered Keras objects: a compiled model that uses them saves and reloads as ``.keras``.
-Everything is ``keras.ops``: TensorFlow, JAX and torch.
+(``"vgg19"``, loaded with its weights and preprocessing, frozen) or a Keras model, whose
+weights are read, not trained, and whose layers stay as trainable as they were. Features are
+compared in float32, so a ``mixed_float16`` network works too. They are registered Keras
+objects: a compiled model that uses them saves and reloads as ``.keras``. Everything is
+``keras.ops``: TensorFlow, JAX and torch.
 """
 
 from __future__ import annotations
@@ -44,21 +46,36 @@ def gram_matrix(feature_map: Any) -> Any:
     """Channel correlations ``G[c, d] = sum_xy F[x, y, c] F[x, y, d] / (H W)`` per image.
 
     Dividing by the number of positions makes the statistic independent of the image size.
+    Computed in float32 at least: float16 features (a ``mixed_float16`` network) overflow
+    when summed over a few thousand positions.
 
     Args:
         feature_map: ``(batch, height, width, channels)``.
 
     Returns:
-        ``(batch, channels, channels)``.
+        ``(batch, channels, channels)``, float32 (float64 for float64 features).
     """
+    feature_map = as_float32(feature_map)
     shape = keras.ops.shape(feature_map)
     flat = keras.ops.reshape(feature_map, (shape[0], -1, shape[-1]))
     positions = keras.ops.cast(keras.ops.shape(flat)[1], flat.dtype)
     return keras.ops.einsum("bpc,bpd->bcd", flat, flat) / positions
 
 
+def as_float32(tensor: Any) -> Any:
+    """``tensor`` as float32, unless it is float64 already: reductions need the range.
+
+    A network under the ``mixed_float16`` policy returns float16 features; their squares and
+    sums overflow float16 (its largest value is 65504).
+    """
+    tensor = keras.ops.convert_to_tensor(tensor)
+    if keras.backend.standardize_dtype(tensor.dtype) == "float64":
+        return tensor
+    return keras.ops.cast(tensor, "float32")
+
+
 def total_variation(images: Any) -> Any:
-    """Mean squared difference between neighbouring pixels, per image, on a 0-1 scale.
+    """Squared differences to the next pixel down plus to the right, averaged, on a 0-1 scale.
 
     Args:
         images: ``(batch, height, width, channels)`` in 0-255.
@@ -66,6 +83,7 @@ def total_variation(images: Any) -> Any:
     Returns:
         ``(batch,)``.
     """
+    images = as_float32(images)  # squared 0-255 differences overflow float16
     down = images[:, 1:, :-1, :] - images[:, :-1, :-1, :]
     right = images[:, :-1, 1:, :] - images[:, :-1, :-1, :]
     return keras.ops.mean(keras.ops.square(down) + keras.ops.square(right), axis=(1, 2, 3)) / (
@@ -74,7 +92,7 @@ def total_variation(images: Any) -> Any:
 
 
 class _FeatureLoss(keras.losses.Loss):
-    """What the two losses share: a frozen feature network and weighted layers."""
+    """What the two losses share: a feature network, read and not trained, and weighted layers."""
 
     default_layers: tuple[str, ...] = ()
 
@@ -104,14 +122,19 @@ class _FeatureLoss(keras.losses.Loss):
             model, {layer: layer for layer in self.layer_weights}, weights=weights,
             manifest=manifest, name=f"{self.name}_features",
         )  # fmt: skip
-        self.feature_model.trainable = False
+        if isinstance(model, str):
+            # the loss's own network; a user's model shares its layers with the taps, and
+            # freezing them would freeze the user's model (Keras does not train a loss's
+            # variables anyway: they are not the compiled model's)
+            self.feature_model.trainable = False
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         true = self.feature_model(y_true, training=False)
         pred = self.feature_model(y_pred, training=False)
         total = 0.0
         for layer, weight in self.layer_weights.items():
-            total = total + weight * self.distance(true[layer], pred[layer])
+            target = keras.ops.stop_gradient(as_float32(true[layer]))  # a target, not learnt
+            total = total + weight * self.distance(target, as_float32(pred[layer]))
         return total
 
     def distance(self, true: Any, pred: Any) -> Any:  # per image, (batch,)
@@ -148,7 +171,7 @@ class _FeatureLoss(keras.losses.Loss):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class PerceptualLoss(_FeatureLoss):
-    """Mean squared feature distance at chosen layers of a frozen network, weighted per layer.
+    """Mean squared feature distance at chosen layers of a network, weighted per layer.
 
     ``loss(y_true, y_pred) = sum_l w_l * mean((F_l(y_true) - F_l(y_pred))**2)``, per image.
 

@@ -105,20 +105,25 @@ def fool(
     )  # fmt: skip
     rng = np.random.default_rng(seed)
     shift = _jitter(rng, jitter) if jitter else None
-    reached = False
+    picks = np.asarray(keras.ops.convert_to_numpy(one_hot))
+
+    def score(images: np.ndarray) -> np.ndarray:
+        found = np.asarray(keras.ops.convert_to_numpy(model(images, training=False)))
+        return np.sum(found.astype(np.float32) * picks, axis=-1)
 
     def after(index: int, value: float, probabilities: Any) -> bool:
-        nonlocal reached
         if blur_every and (index + 1) % blur_every == 0:
             descent.image.assign(_blur(descent.result()))
-        reached = bool(np.all(keras.ops.convert_to_numpy(probabilities) >= threshold))
-        return reached
+        # the step's probabilities are those of the image it started from, shifted by the
+        # jitter, before the update and the blur: a hint, checked on the image itself
+        if not np.all(keras.ops.convert_to_numpy(probabilities) >= threshold):
+            return False
+        return bool(np.all(score(descent.result()) >= threshold))
 
     taken = descent.run(steps, progress=progress, label="fooling", after_step=after,
                         transform=shift)  # fmt: skip
     final = descent.result()
-    probabilities = np.sum(np.asarray(keras.ops.convert_to_numpy(model(final))) *
-                           keras.ops.convert_to_numpy(one_hot), axis=-1)  # fmt: skip
+    probabilities = score(final)
     return FoolingResult(
         final, targets, probabilities, taken, bool(np.all(probabilities >= threshold))
     )

@@ -7,7 +7,9 @@ block), with a total-variation term for smoothness.
 
 Each term is divided by its value at the starting image (or, where that is zero, by the mean
 square of its target), so the weights are relative importances that do not depend on the
-image size or the network's activation scale: the weighted terms start at the weights.
+image size or the network's activation scale: the weighted terms start at the weights. The
+terms are computed in float32, so a network built under ``mixed_float16`` (float16 features)
+works too; a Keras model given as the network is read, never trained or frozen.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 
 from kzoo.input_optimization.descent import ImageDescent
 from kzoo.input_optimization.images import as_rgb, fit_size, to_uint8
-from kzoo.losses import STYLE_LAYERS, gram_matrix, total_variation
+from kzoo.losses import STYLE_LAYERS, as_float32, gram_matrix, total_variation
 from kzoo.zoo import features
 from kzoo.zoo.names import DEFAULT
 
@@ -88,11 +90,14 @@ class StyleTransfer:
         self.extractor = features(
             model, taps, weights=weights, input_shape=(*shape, 3), manifest=manifest
         )
-        self.extractor.trainable = False
+        if isinstance(model, str):
+            # only our own network: a user's model shares its layers with the taps, and the
+            # descent takes gradients with respect to the image alone whatever the flag says
+            self.extractor.trainable = False
         self.content_layer = content_layer
         self.weights = (content_weight, style_weight, variation_weight)
-        photo_features = self.extractor(photo[None], training=False)
-        style_features = self.extractor(painting[None], training=False)
+        photo_features = self._features(photo[None])
+        style_features = self._features(painting[None])
         self.content_target = photo_features[content_layer]
         self.style_targets = {n: gram_matrix(style_features[n]) for n in self.style_layers}
         start = _start(photo, init, seed)
@@ -109,7 +114,7 @@ class StyleTransfer:
 
     def objective(self, x: Any) -> tuple[Any, Any]:
         """The weighted loss of image batch ``x`` (one image), and its three terms."""
-        found = self.extractor(x, training=False)
+        found = self._features(x)
         ops = keras.ops
         content = ops.mean(ops.square(found[self.content_layer] - self.content_target))
         content = content / self.content_scale
@@ -125,7 +130,7 @@ class StyleTransfer:
 
     def _calibrate(self, start: np.ndarray) -> None:
         """Scale each term by its value at the start (by its target's size where that is 0)."""
-        found = self.extractor(start[None], training=False)
+        found = self._features(start[None])
         ops = keras.ops
 
         def scale(at_start: Any, target: Any) -> float:
@@ -140,6 +145,10 @@ class StyleTransfer:
             self.style_scales[name] = scale(gap, self.style_targets[name])
         variation = float(ops.convert_to_numpy(ops.mean(total_variation(start[None]))))
         self.variation_scale = variation if variation > 1e-12 else 1.0
+
+    def _features(self, x: Any) -> dict[str, Any]:
+        """The tapped features of ``x``, float32 (float16 ones overflow when squared)."""
+        return {k: as_float32(v) for k, v in self.extractor(x, training=False).items()}
 
     def run(self, steps: int = 300, *, progress: bool | None = None) -> np.ndarray:
         """Optimise for ``steps`` more steps; return the image, RGB uint8 ``(H, W, 3)``."""
