@@ -179,6 +179,14 @@ def _one_sgd_step(multiplier: float) -> tuple[dict, dict]:
     return {k: after[k] - before[k] for k in before if "moving" not in k}, before
 
 
+def test_a_wrapping_optimizer_is_refused_with_what_to_pass_instead():
+    wrapped = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam())
+    with pytest.raises(TransferError, match="pass the optimizer it wraps"):
+        _transfer(optimizer=wrapped)
+    with pytest.raises(TransferError, match="a name or a keras optimizer"):
+        _transfer(optimizer=42)
+
+
 @pytest.mark.backend
 def test_global_clipnorm_clips_the_two_groups_as_one():
     if keras.backend.backend() == "torch":

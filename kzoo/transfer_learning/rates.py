@@ -26,20 +26,40 @@ import keras
 
 from kzoo.errors import TransferError
 
-__all__ = ["fresh_optimizer", "group_optimizer", "rates_of", "scale_learning_rates"]
+__all__ = [
+    "check_template",
+    "fresh_optimizer",
+    "group_optimizer",
+    "rates_of",
+    "scale_learning_rates",
+]
 
 logger = logging.getLogger("kzoo")
 
 
+def check_template(template: Any) -> None:
+    """Raise TransferError unless ``template`` is an optimizer name or a plain optimizer."""
+    wrappers = (keras.optimizers.LossScaleOptimizer, keras.optimizers.MultiOptimizer)
+    if isinstance(template, wrappers):
+        raise TransferError(
+            f"optimizer must be a plain optimizer, not a {type(template).__name__}: kzoo builds "
+            "a fresh one per phase, splits it into per-group rates itself and adds loss scaling "
+            "for precision='mixed_float16'; pass the optimizer it wraps. Received: "
+            f"optimizer={template!r}"
+        )
+    if not isinstance(template, str | keras.optimizers.Optimizer):
+        raise TransferError(
+            f"optimizer must be a name or a keras optimizer. Received: optimizer={template!r}"
+        )
+
+
 def fresh_optimizer(template: Any, lr: float) -> keras.optimizers.Optimizer:
+    """A new optimizer like ``template`` (a name or an instance) at learning rate ``lr``."""
+    check_template(template)
     if isinstance(template, keras.optimizers.Optimizer):
         config = {**template.get_config(), "learning_rate": lr}
         return type(template).from_config(config)
-    if isinstance(template, str):
-        return keras.optimizers.get({"class_name": template, "config": {"learning_rate": lr}})
-    raise TransferError(
-        f"optimizer must be a name or a keras optimizer. Received: optimizer={template!r}"
-    )
+    return keras.optimizers.get({"class_name": template, "config": {"learning_rate": lr}})
 
 
 def group_optimizer(

@@ -48,7 +48,7 @@ from kzoo.transfer_learning.parts import (
     resolve_base,
     resolve_head,
 )
-from kzoo.transfer_learning.rates import group_optimizer, rates_of
+from kzoo.transfer_learning.rates import check_template, group_optimizer, rates_of
 from kzoo.transfer_learning.unfreeze import select_layers
 
 __all__ = ["PhaseStop", "Transfer", "TransferHistory", "transfer"]
@@ -130,6 +130,7 @@ def transfer(
     if precision is not None:
         _check_choice("precision", precision, PRECISIONS)
     precision = precision or ("mixed_bfloat16" if has_gpu() else "float32")
+    check_template(optimizer)  # before the base loads (a download, maybe)
     source = resolve_base(base, weights, input_shape, precision, manifest)
     base_model = cut_base(source, cut)
     feature_shape = tuple(base_model.output.shape[1:])
@@ -243,6 +244,7 @@ class Transfer:
     ) -> None:
         self.base, self.head, self.bn = base, head, bn
         self.cache_features = cache_features
+        check_template(optimizer)  # now, not at the first fit
         self.optimizer, self.learning_rate = optimizer, learning_rate
         self.fine_tune_learning_rate = fine_tune_learning_rate
         self.pretrained_lr_multiplier = pretrained_lr_multiplier
