@@ -106,8 +106,9 @@ def transfer(
             was built with.
         augmentation: Random preprocessing layer(s) placed before the base, active only while
             training. Their presence turns feature caching off.
-        optimizer: An optimizer name or an instance used as a template; every phase gets a
-            fresh one built from it.
+        optimizer: An optimizer name or a plain optimizer instance used as a template;
+            every phase gets a fresh one built from it (kzoo adds loss scaling and the
+            per-group split itself).
         learning_rate: Phase 1 (head) learning rate.
         fine_tune_learning_rate: Phase 2 learning rate of the new layers; default
             ``learning_rate / 10``.
