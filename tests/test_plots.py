@@ -241,6 +241,16 @@ def test_plot_saliency_reads_an_image_file_at_its_own_size_for_any_input_size(tm
     np.testing.assert_array_equal(_assert_picture(from_file), _assert_picture(array))
 
 
+def test_load_image_reads_the_channels_a_model_takes_or_says_to_pass_an_array(tmp_path):
+    from kzoo.plots.figures import load_image
+
+    path = tmp_path / "rgb.png"
+    Image.fromarray(np.full((4, 6, 3), 200, np.uint8)).save(path)
+    assert [load_image(path, (4, 6), c).shape for c in (1, 3, 4)] == [(4, 6, c) for c in (1, 3, 4)]
+    with pytest.raises(ValueError, match=r"takes 2; pass the input as an array"):
+        load_image(path, (4, 6), 2)
+
+
 def test_load_image_keeps_the_files_size_where_the_size_is_none(tmp_path):
     source = tmp_path / "photo.png"
     pixels = np.random.default_rng(0).integers(0, 256, (20, 14, 3), dtype=np.uint8)

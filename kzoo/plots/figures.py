@@ -162,12 +162,21 @@ def load_image(
         path: The image file.
         size: ``(height, width)`` to resize to; a None side keeps the file's own, as for a
             model whose input size is None (any image size works).
-        channels: 3 reads RGB, anything else greyscale.
+        channels: 1 reads greyscale, 3 RGB, 4 RGBA.
 
     Returns:
         A float32 ``(height, width, channels)`` array.
+
+    Raises:
+        ValueError: Another number of channels, which no image file holds.
     """
-    image = open_image(path, "RGB" if channels == 3 else "L")
+    modes = {1: "L", 3: "RGB", 4: "RGBA"}
+    if channels not in modes:
+        raise ValueError(
+            f"an image file gives 1, 3 or 4 channels and the model takes {channels}; pass the "
+            f"input as an array of shape (height, width, {channels}). Received: {path}"
+        )
+    image = open_image(path, modes[channels])
     height = image.height if size[0] is None else size[0]
     width = image.width if size[1] is None else size[1]
     image = image.resize((width, height))
