@@ -222,7 +222,7 @@ def test_saliency_differentiates_the_input_of_a_final_softmax_layer(nested):
     np.testing.assert_allclose(output.sum(), 1.0, rtol=1e-5)  # still the softmax model
 
 
-def _any_size_model() -> keras.Model:
+def any_size_model() -> keras.Model:
     """A classifier on images of any size, like kzoo.load(name, include_top=False) + a head."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((None, None, 3))
@@ -235,7 +235,7 @@ def test_plot_saliency_reads_an_image_file_at_its_own_size_for_any_input_size(tm
     source = tmp_path / "photo.png"
     pixels = np.random.default_rng(0).integers(0, 256, (20, 14, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(source)
-    model = _any_size_model()
+    model = any_size_model()
     from_file = plots.plot_saliency(model, source, tmp_path / "file.png", samples=2)
     array = plots.plot_saliency(model, pixels.astype("float32"), tmp_path / "a.png", samples=2)
     np.testing.assert_array_equal(_assert_picture(from_file), _assert_picture(array))

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 from PIL import Image
+from test_plots import any_size_model
 
 import kzoo
 from kzoo import plots
@@ -239,15 +240,6 @@ def test_feature_maps_read_an_image_file_at_the_model_input_size(transfer_model,
     )
 
 
-def _any_size_model() -> keras.Model:
-    """A classifier on images of any size, like kzoo.load(name, include_top=False) + a head."""
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((None, None, 3))
-    x = keras.layers.Conv2D(4, 3, name="c1")(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
-
-
 def _photo(folder) -> tuple:
     """A 20x14 RGB file and its pixels."""
     pixels = np.random.default_rng(0).integers(0, 256, (20, 14, 3), dtype=np.uint8)
@@ -257,7 +249,7 @@ def _photo(folder) -> tuple:
 
 @pytest.mark.backend
 def test_feature_maps_read_an_image_file_at_its_own_size_for_any_input_size(tmp_path):
-    model = _any_size_model()
+    model = any_size_model()
     source, pixels = _photo(tmp_path)
     maps = plots.feature_maps(model, source, "c1")
     assert maps.shape == (18, 12, 4)  # the file's 20x14, less the 3x3 kernel's border
@@ -265,7 +257,7 @@ def test_feature_maps_read_an_image_file_at_its_own_size_for_any_input_size(tmp_
 
 
 def test_plot_occlusion_reads_an_image_file_at_its_own_size_for_any_input_size(tmp_path):
-    model = _any_size_model()
+    model = any_size_model()
     source, pixels = _photo(tmp_path)
     plots.plot_occlusion(model, source, tmp_path / "file.png", 0, patch=4)
     plots.plot_occlusion(model, pixels, tmp_path / "array.png", 0, patch=4)
