@@ -129,7 +129,8 @@ def tap(model: Any, layers: Sequence[str] | Mapping[str, str], name: str | None 
 
     Nested models are inlined first (their layers called directly, see :func:`flatten`), so
     the result has one level of layers, shares every weight with ``model`` and saves and
-    reloads as ``.keras``.
+    reloads as ``.keras``. A layer the graph calls more than once (a shared layer) is read at
+    its last call.
 
     Args:
         model: A Functional or Sequential Keras model; layers may sit inside nested models.

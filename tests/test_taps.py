@@ -1,11 +1,12 @@
-"""kzoo.taps.block_outputs: the layer that feeds each pooling layer, read off the graph."""
+"""kzoo.taps: the layer that feeds each pooling layer, read off the graph; shared layers."""
 
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 import kzoo
-from kzoo.taps import block_outputs
+from kzoo.taps import block_outputs, tap
 
 
 def test_each_pool_is_fed_by_its_own_input_on_a_branching_graph():
@@ -36,3 +37,13 @@ def test_a_pool_fed_by_a_nested_model_is_fed_by_that_models_last_layer():
     outputs = keras.layers.MaxPooling2D(name="pool")(inner(inputs))
     model = keras.Model(inputs, outputs)
     assert block_outputs(model) == ["inner/block1_conv2"]
+
+
+def test_a_shared_layer_is_tapped_at_its_last_call():
+    inputs = keras.Input((4,))
+    shared = keras.layers.Dense(4, name="shared")
+    first = shared(inputs)
+    model = keras.Model(inputs, shared(keras.layers.Dense(4, name="between")(first)))
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype("float32")
+    got = tap(model, ["shared"])(x)["shared"]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(got), model.predict(x, verbose=0))
