@@ -402,6 +402,18 @@ def test_a_layer_the_converter_cannot_translate_is_named(fmt, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.backend
+def test_a_failed_export_removes_the_folders_it_made_and_keeps_those_it_found(tmp_path):
+    if BACKEND != "tensorflow":
+        pytest.skip("the untranslatable layer is found by tf2onnx")
+    needs("onnx", verify=False)
+    (tmp_path / "kept").mkdir()
+    path = tmp_path / "kept" / "new" / "deeper" / "odd.onnx"
+    with pytest.raises(ExportError, match="cannot export layer 'odd_layer'"):
+        export(odd_model(), path, verify=False)
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("*")] == [Path("kept")]
+
+
 def hide(monkeypatch, module: str) -> None:
     """Make ``import module`` fail as if it were not installed."""
     for name in [m for m in sys.modules if m == module or m.startswith(module + ".")]:

@@ -8,6 +8,7 @@ into place. A failure at any step leaves nothing at ``path`` and no staging fold
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -124,7 +125,9 @@ def export(
     if verify:
         require(fmt.runtime[0], fmt.runtime[1], f"verifying a {fmt.name} export")
     _check_destination(path, fmt)
+    created = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     staging = _staging_folder(path)
+    done = False
     try:
         twin, recreated = float32_twin(model)
         try:
@@ -140,8 +143,13 @@ def export(
         if fmt.side_file and names is None:  # an earlier export's names are not this model's
             labels_file(path).unlink(missing_ok=True)
         files = tuple(_move_into_place(p, path.parent / p.name, staging) for p in staged)
+        done = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if not done:  # a failed export leaves no trace: not even the folders made for it
+            for folder in created:  # deepest first
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
     return ExportResult(
         path=path,
         format=fmt.name,
