@@ -491,12 +491,21 @@ def test_verify_false_needs_no_runtime_and_reports_no_figures(dsl_model, tmp_pat
 def test_requests_that_cannot_work_fail_before_any_conversion(dsl_model, tmp_path):
     with pytest.raises(ExportError, match="suffix of another format"):
         export(dsl_model, tmp_path / "m.onnx", "litert")
+    for name in ("m.keras", "m.h5", "m.pb"):  # model files, not a SavedModel folder's name
+        with pytest.raises(ExportError, match=r"a Keras or TensorFlow model file.*folder"):
+            export(dsl_model, tmp_path / name)
+    with pytest.raises(ExportError, match="not an export artifact"):
+        read_class_names(tmp_path / "m.keras")
+    with pytest.raises(ExportError, match=r"model must be a keras\.Model.*load_model"):
+        export(str(tmp_path / "m.keras"), tmp_path / "m.onnx")
     with pytest.raises(ExportError, match=r"a litert artifact is a file ending in \.tflite"):
         export(dsl_model, tmp_path / "m.bin", "litert")
     with pytest.raises(UnknownNameError, match="did you mean 'onnx'"):
         export(dsl_model, tmp_path / "m", "onxx")
     with pytest.raises(ExportError, match="2 class names for a model with 3 outputs"):
         export(dsl_model, tmp_path / "m", class_names=["a", "b"])
+    with pytest.raises(ExportError, match=r"class names must differ; \['a'\]"):
+        export(dsl_model, tmp_path / "m", class_names=["a", "b", "a"])
     with pytest.raises(ExportError, match="one-line strings"):
         export(dsl_model, tmp_path / "m", class_names=["a", "b\nc", "d"])
     with pytest.raises(ExportError, match="samples must be at least 1"):

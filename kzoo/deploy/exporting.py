@@ -114,6 +114,11 @@ def export(
             tolerance (naming the value, where, and both numbers), or the path is unusable.
         UnknownNameError: An unknown format.
     """
+    if not isinstance(model, keras.Model):
+        raise ExportError(
+            f"model must be a keras.Model; for a saved file, load it first with "
+            f"keras.saving.load_model(path) (after import kzoo). Received: model={model!r}"
+        )
     path = Path(path).expanduser()
     backend = keras.backend.backend()
     fmt = resolve_format(format, path, backend)
@@ -201,6 +206,11 @@ def _check_class_names(class_names: Sequence[str] | None, model: keras.Model) ->
         )
     names = tuple(class_names)
     bad = [n for n in names if not isinstance(n, str) or not n.strip() or "\n" in n or "\r" in n]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice and not bad:
+        raise ExportError(
+            f"class names must differ; {twice!r} appear more than once. Received: {list(names)!r}"
+        )
     if bad:
         raise ExportError(
             f"class names must be non-empty one-line strings. Received: {bad[0]!r} in "

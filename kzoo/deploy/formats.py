@@ -91,6 +91,18 @@ FORMATS: dict[str, Format] = {
 
 # a suffix that names a format: a path ending in it is that format's artifact
 _BY_SUFFIX = {f.suffix: f.name for f in FORMATS.values() if f.suffix}
+# files Keras and TensorFlow save models in: never an export artifact, nor a SavedModel folder
+_MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5", ".pb")
+
+
+def _refuse_model_file(path: Path, what: str) -> None:
+    suffix = path.suffix.lower()
+    if suffix in _MODEL_FILE_SUFFIXES:
+        raise ExportError(
+            f"{path} ends in {suffix}, a Keras or TensorFlow model file, not {what}; a "
+            f"SavedModel is a folder ({path.with_suffix('')}), the other formats are files "
+            f"ending in {', '.join(sorted(_BY_SUFFIX))}"
+        )
 
 
 def resolve_format(format: str | None, path: Path, backend: str | None) -> Format:
@@ -117,10 +129,11 @@ def resolve_format(format: str | None, path: Path, backend: str | None) -> Forma
     if format not in FORMATS:
         raise UnknownNameError("export format", str(format), list(FORMATS))
     chosen = FORMATS[format]
-    if (named is not None and named != format) or path.suffix.lower() == ".keras":
+    _refuse_model_file(path, "a place for an export")
+    if named is not None and named != format:
         raise ExportError(
             f"{path} has the suffix of another format than {format}; give a path like "
-            f"{_example(chosen, path)} or choose format={named or 'keras'!r}"
+            f"{_example(chosen, path)} or choose format={named!r}"
         )
     if chosen.suffix is not None and path.suffix.lower() != chosen.suffix:
         raise ExportError(
@@ -146,6 +159,7 @@ def resolve_format(format: str | None, path: Path, backend: str | None) -> Forma
 
 def format_of(path: Path) -> Format:
     """The format of an existing artifact, from its suffix (a directory is a SavedModel)."""
+    _refuse_model_file(path, "an export artifact")
     return FORMATS[_BY_SUFFIX.get(path.suffix.lower(), "tf_saved_model")]
 
 

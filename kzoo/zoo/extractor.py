@@ -3,7 +3,7 @@
 ``kzoo.features("vgg19", ["block4_conv2", "block5_conv2"])`` loads VGG-19 without its top and
 returns a Functional model from its input (RGB 0-255; the weights' preprocessing stays in the
 graph) to a dict of those layers' outputs. A Keras model works the same way, nested models
-included: ``"vgg19_base/block4_conv2"``, or the bare name when it is unique. This is the part
+included: ``"vgg19/block4_conv2"``, or the bare name when it is unique. This is the part
 of :mod:`kzoo.taps` that knows the zoo.
 """
 
@@ -41,7 +41,7 @@ def features(
     Args:
         model: A zoo name (``"vgg19"``, ``"vgg19.tv_in1k"``: loaded with its weights, its
             preprocessing layer and no top, so any input size works) or a Keras model.
-        layers: Layer names or paths (``"vgg19_base/block4_conv2"``, or a bare name when it
+        layers: Layer names or paths (``"vgg19/block4_conv2"``, or a bare name when it
             is unique in the nesting), a mapping of output key -> name, ``"blocks"`` (the last
             layer of each conv block, the one before each pooling layer), or None for
             ``"blocks"``.
