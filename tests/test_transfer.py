@@ -453,3 +453,34 @@ def test_cli_reports_bad_requests_without_a_traceback(tmp_path, capsys):
     argv += ["--input-shape", "16x16x3", "--validation-split", "0", "--out", out, "--quiet"]
     assert main(argv) == 1
     assert "the head has 5 outputs but" in capsys.readouterr().err
+
+
+class _NamedBatches(keras.utils.PyDataset):
+    """Two batches, with the class names a directory dataset carries."""
+
+    def __init__(self, class_names):
+        super().__init__()
+        self.x, self.y = _data(16)
+        self.class_names = class_names
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        return self.x[8 * index : 8 * index + 8], self.y[8 * index : 8 * index + 8]
+
+
+def test_the_class_names_of_the_training_data_go_into_an_export(monkeypatch):
+    from kzoo.transfer_learning import training
+
+    clf = _transfer()
+    clf.fit_frozen(_NamedBatches(["daisy", "rose"]), epochs=1, verbose=0, diagnostics=False)
+    assert clf.class_names is None  # two names for three outputs: not these data's classes
+    clf.fit_frozen(_NamedBatches(["a", "b", "c"]), epochs=1, verbose=0, diagnostics=False)
+    assert clf.class_names == ["a", "b", "c"]
+    exported = {}
+    monkeypatch.setattr(training, "export", lambda *a, **k: exported.update(k))
+    clf.export("m.onnx")
+    assert exported["class_names"] == ["a", "b", "c"]
+    clf.export("m.onnx", class_names=["x", "y", "z"])  # the caller's names win
+    assert exported["class_names"] == ["x", "y", "z"]

@@ -223,6 +223,9 @@ class Transfer:
         base: The cut, pretrained part (a Functional sub-model of ``model``).
         head: The new layers (a Functional sub-model of ``model``, layer names ``head_*``).
         history: The :class:`TransferHistory` of every phase run so far.
+        class_names: The class names of the data trained on, when it carried them (a dataset
+            from ``keras.utils.image_dataset_from_directory`` has ``class_names``), one per
+            output unit; :meth:`export` puts them in the artifact. None otherwise.
     """
 
     def __init__(
@@ -252,6 +255,7 @@ class Transfer:
         self.precision = precision
         self.loss, self.metrics = default_loss(head, loss, metrics)
         self.history = TransferHistory()
+        self.class_names: list[str] | None = None
         self._trained: keras.Model | None = None  # the model compiled last (full or head)
         self._strategy = _current_tf_strategy()
         if isinstance(augmentation, Sequence):
@@ -341,6 +345,7 @@ class Transfer:
             This phase's ``History``.
         """
         self._freeze()
+        self._note_class_names(x)
         setting = self.cache_features if cache_features is None else cache_features
         _check_choice("cache_features", setting, CACHE_CHOICES)
         callbacks, watch = _with_diagnostics(callbacks, diagnostics)
@@ -398,6 +403,7 @@ class Transfer:
             This phase's ``History``.
         """
         selected = self._unfreeze(unfreeze)
+        self._note_class_names(x)
         lr = next(
             rate
             for rate in (learning_rate, self.fine_tune_learning_rate, self.learning_rate / 10)
@@ -465,7 +471,7 @@ class Transfer:
                 ``.onnx``, ``.tflite``, ``.xml``, else a SavedModel folder).
             format: ``"tf_saved_model"``, ``"onnx"``, ``"litert"`` or ``"openvino"``.
             class_names: The classes, in output order, carried inside the artifact (or
-                beside it, for LiteRT).
+                beside it, for LiteRT); default :attr:`class_names`, the training data's.
             verify: Reload the artifact in its runtime and compare it with Keras.
             samples: How many RGB 0-255 sample images the comparison uses.
             tolerance: The largest relative difference accepted.
@@ -477,10 +483,23 @@ class Transfer:
         Raises:
             ExportError: The artifact cannot be written, or computes otherwise than Keras.
         """
+        names = self.class_names if class_names is None else class_names
         return export(
-            self.model, path, format, class_names=class_names, verify=verify, samples=samples,
+            self.model, path, format, class_names=names, verify=verify, samples=samples,
             tolerance=tolerance, seed=seed,
         )  # fmt: skip
+
+    def _note_class_names(self, data: Any) -> None:
+        """Keep the class names a dataset carries, when there is one per output unit."""
+        names = getattr(data, "class_names", None)
+        units = self.model.outputs[0].shape[-1]
+        if (
+            isinstance(names, Sequence)
+            and not isinstance(names, str)
+            and all(isinstance(n, str) for n in names)
+            and (len(names) == units or (units == 1 and len(names) == 2))
+        ):
+            self.class_names = list(names)
 
     def learning_rates(self) -> dict[str, float]:
         """Variable path -> the learning rate the current optimizer applies to it."""
