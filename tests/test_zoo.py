@@ -466,6 +466,9 @@ def test_unknown_names_suggest_the_closest():
         kzoo.load("vgg19.tv_in1l")
     with pytest.raises(UnknownNameError, match="did you mean 'caffe'"):
         kzoo.load("vgg19", weights="cafe")
+    for path in ("flowers.keras", "/tmp/nowhere/model.keras", "weights.h5"):
+        with pytest.raises(kzoo.KzooError, match=r"looks like a file.*keras\.saving\.load_model"):
+            kzoo.load(path)
     with pytest.raises(UnknownNameError) as error:  # nothing close: the tags, listed once
         kzoo.load("vgg19.nosuchtag")
     assert str(error.value) == (

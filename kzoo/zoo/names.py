@@ -29,6 +29,13 @@ def resolve(
         ``(entry, source)``; source is None for ``weights=None`` or a local file.
     """
     man = load_manifest(manifest)
+    if name.endswith((".keras", ".h5")) or "/" in name or "\\" in name:
+        there = "" if Path(name).expanduser().exists() else " (and there is no such file)"
+        raise KzooError(
+            f"{name!r} looks like a file, and zoo models are named like 'vgg19' or "
+            f"'vgg19.caffe'{there}: load a saved model with keras.saving.load_model(path) "
+            "after import kzoo"
+        )
     model_name, _, tag = name.partition(".")
     entry = man.model(model_name)
     if weights is None:
