@@ -247,5 +247,5 @@ def load_mapped(path: Path, what: str = "pickle") -> tuple[Any, mmap.mmap]:
     ) as error:
         raise ConversionError(
             f"cannot read {what} {str(path)!r}: {type(error).__name__}: {error}. The "
-            "file may be truncated or damaged; delete it to download again."
+            "file may be truncated or damaged."
         ) from error

@@ -215,7 +215,7 @@ def open_source(path: Path) -> Iterator[Source]:
     except _Garbled as error:
         raise ConversionError(
             f"{str(path)!r} is not a valid caffemodel ({error}); the file may be truncated or "
-            "damaged: delete it to download again."
+            "damaged."
         ) from None
     finally:
         with contextlib.suppress(BufferError):  # views still alive: the GC closes it later

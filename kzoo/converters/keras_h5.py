@@ -77,7 +77,7 @@ def open_source(path: Path) -> Iterator[Source]:
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as error:
         raise ConversionError(
             f"cannot read Keras HDF5 weights {str(path)!r}: {error}. The file may be truncated "
-            "or not an HDF5 file; delete it to download again."
+            "or not an HDF5 file."
         ) from error
 
 

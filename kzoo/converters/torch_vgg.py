@@ -200,7 +200,7 @@ def open_source(path: Path) -> Iterator[Source]:
             raise
         raise ConversionError(
             f"cannot read safetensors weights {str(path)!r}: {error}. The file may be "
-            "truncated or damaged; delete it to download again."
+            "truncated or damaged."
         ) from error
 
 
