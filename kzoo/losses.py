@@ -110,6 +110,11 @@ class _FeatureLoss(keras.losses.Loss):
         super().__init__(name=name or type(self).__name__.lower(), reduction=reduction, dtype=dtype)
         if isinstance(layers, Mapping):
             self.layer_weights = {str(k): float(v) for k, v in layers.items()}
+            negative = {k: v for k, v in self.layer_weights.items() if not v >= 0}
+            if negative:  # a negative (or NaN) weight rewards the distance it should penalise
+                raise ValueError(
+                    f"{type(self).__name__}'s layer weights must be 0 or more. Received: {negative}"
+                )
         else:
             names = self.default_layers if layers is None else tuple(layers)
             self.layer_weights = {n: 1.0 / len(names) for n in names} if names else {}

@@ -413,6 +413,14 @@ def test_fool_refuses_bad_requests():
         fool(model, 1, threshold=1.5)
     with pytest.raises(ValueError, match="start must be"):
         fool(model, [0, 1], start=np.zeros((3, 6, 6, 1)))
+    with pytest.raises(ValueError, match=r"a class index or a list of them\. Received: '13'"):
+        fool(model, "13")
+
+
+def test_a_negative_layer_weight_is_refused():
+    model = kzoo.build("8x8x3:4C3-MP2-FC2")
+    with pytest.raises(ValueError, match=r"weights must be 0 or more. Received: \{'block1_conv1'"):
+        PerceptualLoss({"block1_conv1": -1.0}, model=model, weights=None)
 
 
 def test_the_features_api_is_public():

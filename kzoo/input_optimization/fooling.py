@@ -81,6 +81,8 @@ def fool(
     """
     if isinstance(model, str):
         model = load(model)
+    if isinstance(target, str | bytes):  # "37" would iterate as the classes 3 and 7
+        raise ValueError(f"target must be a class index or a list of them. Received: {target!r}")
     targets = (int(target),) if isinstance(target, int | np.integer) else tuple(map(int, target))
     classes = int(model.outputs[0].shape[-1])
     bad = [t for t in targets if not 0 <= t < classes]
