@@ -402,6 +402,12 @@ class _Parser:
             return f"to repeat '{unit}', put it in brackets: '[{unit}]x{self.s[self.i : j]}'"
         if word.lower() in _WORD_HINTS:
             return _WORD_HINTS[word.lower()]
+        named = list_architectures().get(self.s[start:end].lower())
+        if named is not None:
+            return (
+                f"'{self.s[start:end]}' is a named architecture and stands alone; to change it, "
+                f"write out its layers: '{named}'"
+            )
         if start == 0 and end == self.n:
             names = closest(self.s, list_architectures(), max_results=1)
             if names:
