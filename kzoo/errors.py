@@ -1,7 +1,9 @@
-"""Every error kzoo raises on purpose.
+"""The errors kzoo raises on purpose about names, strings, files, downloads and models.
 
 All of them derive from :class:`KzooError`, and each also derives from the built-in
-exception a caller would naturally catch, so ``except ValueError`` keeps working::
+exception a caller would naturally catch, so ``except ValueError`` keeps working. A bad
+argument value of a single call (a negative count, a choice not in its list, a class index
+out of range) is a plain ``ValueError`` naming the argument, as in Keras and NumPy::
 
     KzooError
     ├── SpecError (ValueError)           a malformed architecture string; .spec, .span
@@ -15,6 +17,7 @@ exception a caller would naturally catch, so ``except ValueError`` keeps working
     ├── TransferError (ValueError)       a transfer-learning request that cannot work
     ├── TrainingError (RuntimeError)     training went wrong (NaN loss, ...); raised by diagnostics
     ├── BackendError (ImportError)       Keras has no backend installed; names the extra to install
+    ├── ImageError (ValueError)          a file that is not an image Pillow can read
     └── ExportError (RuntimeError)       an exported model cannot be written or computes otherwise
 
 An error may carry :class:`Hint` objects: a fix as data (``action`` and its ``params``), which
