@@ -543,9 +543,16 @@ class _Parser:
     def check_args(self, token: Token, args: list[Number], span: tuple[int, int]) -> None:
         if len(args) > len(token.args):
             if not token.args:
-                self.fail(
-                    f"{token.keyword} takes no numbers", *span, help=f"write '{token.keyword}'"
-                )
+                hint = f"write '{token.keyword}'"
+                # 'F10' for 'FC10': a longer keyword that does take these numbers
+                numbers = self.s[span[0] + len(token.keyword) : span[1]]
+                longer = [
+                    k for k in keywords()
+                    if k.startswith(token.keyword) and k != token.keyword and get_token(k).args
+                ]  # fmt: skip
+                if longer:
+                    hint += f", or '{sorted(longer)[0]}{numbers}'"
+                self.fail(f"{token.keyword} takes no numbers", *span, help=hint)
             self.fail(
                 f"{token.keyword} takes at most {len(token.args)} number(s) "
                 f"({', '.join(token.args)})",
