@@ -15,6 +15,7 @@ from kzoo import dsl, zoo
 from kzoo.backend import require_backend
 from kzoo.errors import KzooError
 from kzoo.images import open_image
+from kzoo.zoo.names import names_a_file
 
 __all__ = [
     "check_model_name",
@@ -187,7 +188,7 @@ def run_classify(args: argparse.Namespace) -> int:
 
 def _classifier(args: argparse.Namespace, labels: list[tuple[str, str]] | None):
     """The model and its ``(wnid, name)`` class list (None when unknown)."""
-    if _names_a_file(args.model):
+    if names_a_file(args.model):
         import keras
 
         model = keras.saving.load_model(args.model)
@@ -225,15 +226,10 @@ def _resized(image, size: tuple[int, int]):
 # --- checks that run before the handler (see commands.run_checks) --------------------------
 
 
-def _names_a_file(value: str) -> bool:
-    """Whether a --model/--base value is a saved model's path rather than a zoo name."""
-    return value.endswith(".keras") or "/" in value or "\\" in value
-
-
 def check_model_name(args: argparse.Namespace, attribute: str) -> None:
     """A zoo name in ``args.<attribute>`` must be known (a path to a saved model is not one)."""
     value = str(getattr(args, attribute))
-    if _names_a_file(value):
+    if names_a_file(value):
         return
     weights = getattr(args, "weights", None)
     if weights is None or weights.lower() == "none":
@@ -249,7 +245,7 @@ def check_weights_on_disk(args: argparse.Namespace, attribute: str, include_top:
     """
     value = str(getattr(args, attribute))
     weights = getattr(args, "weights", None)
-    if _names_a_file(value):
+    if names_a_file(value):
         return
     if weights is not None and weights.lower() == "none":
         return  # random weights: nothing to fetch

@@ -206,15 +206,15 @@ def _check_class_names(class_names: Sequence[str] | None, model: keras.Model) ->
         )
     names = tuple(class_names)
     bad = [n for n in names if not isinstance(n, str) or not n.strip() or "\n" in n or "\r" in n]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice and not bad:
-        raise ExportError(
-            f"class names must differ; {twice!r} appear more than once. Received: {list(names)!r}"
-        )
     if bad:
         raise ExportError(
             f"class names must be non-empty one-line strings. Received: {bad[0]!r} in "
             f"{list(names)!r}"
+        )
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ExportError(
+            f"class names must differ; {twice!r} appear more than once. Received: {list(names)!r}"
         )
     units = model.outputs[0].shape[-1]
     if units is not None and len(names) != units and not (units == 1 and len(names) == 2):

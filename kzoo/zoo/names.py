@@ -15,9 +15,14 @@ from kzoo.errors import KzooError
 from kzoo.zoo.entries import ModelEntry, WeightSource
 from kzoo.zoo.manifest import ManifestLike, load_manifest
 
-__all__ = ["DEFAULT", "resolve", "source", "sources"]
+__all__ = ["DEFAULT", "names_a_file", "resolve", "source", "sources"]
 
 DEFAULT = "default"  # weights= value meaning "the model's default_weights"
+
+
+def names_a_file(name: str) -> bool:
+    """Whether ``name`` is a saved model's path (``flowers.keras``, ``out/m``), not a zoo name."""
+    return name.endswith((".keras", ".h5")) or "/" in name or "\\" in name
 
 
 def resolve(
@@ -29,7 +34,7 @@ def resolve(
         ``(entry, source)``; source is None for ``weights=None`` or a local file.
     """
     man = load_manifest(manifest)
-    if name.endswith((".keras", ".h5")) or "/" in name or "\\" in name:
+    if names_a_file(name):
         there = "" if Path(name).expanduser().exists() else " (and there is no such file)"
         raise KzooError(
             f"{name!r} looks like a file, and zoo models are named like 'vgg19' or "
