@@ -4,9 +4,9 @@ A frozen base gives the same output for the same input, so the head can train on
 computed in one forward pass instead of running the base every epoch, but only when every
 epoch sees the same data. :func:`can_cache` checks that (no random augmentation or base
 layers, arrays or a finite tf.data pipeline free of random ops, no ``steps_per_epoch``) and
-says why not; :func:`extract` runs the base once over the data, keeping features and targets
-together; :class:`OnFullModel` points the user's callbacks at the full model while only the
-head trains. ``Transfer`` puts them together.
+says why not; :class:`OnFullModel` points the user's callbacks at the full model while only
+the head trains. :mod:`.feature_cache` computes the features and feeds them to the head;
+``Transfer`` puts them together.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 from kzoo.errors import TransferError
 from kzoo.taps import walk
 
-__all__ = ["HEAD_STEPS_PER_EXECUTION", "OnFullModel", "can_cache", "extract", "unpack_validation"]
+__all__ = ["HEAD_STEPS_PER_EXECUTION", "OnFullModel", "can_cache", "unpack_validation"]
 
 logger = logging.getLogger("kzoo")
 
@@ -45,7 +45,8 @@ def can_cache(
         base: The frozen base.
         augmentation: The layers in front of it, or None.
         x: The training inputs; ``validation_data`` the validation data.
-        setting: ``"auto"`` (decide), ``True`` (insist: raise if unsafe) or ``False``.
+        setting: ``"auto"`` (decide), ``True`` or ``"disk"`` (insist: raise if unsafe) or
+            ``False``.
         fit_kwargs: The other ``fit`` arguments.
 
     Raises:
@@ -61,10 +62,10 @@ def can_cache(
         logger.info("frozen phase: caching the base's features (one forward pass)")
         return True
     message = "cannot cache the base's features: " + "; ".join(reasons)
-    if setting is True:
+    if setting is True or setting == "disk":
         raise TransferError(
             f"{message}. Cached features would silently drop the randomness. Use "
-            "cache_features='auto' or False. Received: cache_features=True"
+            f"cache_features='auto' or False. Received: cache_features={setting!r}"
         )
     logger.warning("%s; training the frozen phase on the full model instead", message)
     return False
@@ -133,32 +134,6 @@ def unpack_validation(validation_data: Any) -> tuple[Any, Any]:
     if isinstance(validation_data, tuple):
         return validation_data[0], validation_data[1:]
     return validation_data, None
-
-
-def extract(base: keras.Model, x: Any, y: Any, batch_size: int):
-    """Runs the base once: ``(features, (targets, sample_weights), dataset batch size)``."""
-    if _is_tf_dataset(x):
-        # One pass that keeps features and targets together: a dataset that reshuffles on
-        # every iteration would pair them wrongly if it were iterated twice.
-        features, targets, weights = [], [], []
-        batch_size = None
-        for batch in x.as_numpy_iterator():  # numpy: every backend's predict takes it
-            batch_size = batch_size or len(batch[0] if isinstance(batch, tuple) else batch)
-            batch = batch if isinstance(batch, tuple) else (batch,)
-            features.append(_float32(base.predict_on_batch(batch[0])))
-            targets.append(np.asarray(batch[1]) if len(batch) > 1 else None)
-            weights.append(np.asarray(batch[2]) if len(batch) > 2 else None)
-        targets_all = None if targets[0] is None else np.concatenate(targets)
-        weights_all = None if weights[0] is None else np.concatenate(weights)
-        return np.concatenate(features), (targets_all, weights_all), batch_size
-    features = _float32(base.predict(x, batch_size=batch_size, verbose=0))
-    if isinstance(y, tuple):  # (targets, sample weights) from validation_data
-        return features, (y[0], y[1] if len(y) > 1 else None), None
-    return features, (y, None), None
-
-
-def _float32(features: Any) -> np.ndarray:
-    return np.asarray(keras.ops.convert_to_numpy(features), dtype=np.float32)
 
 
 class OnFullModel(keras.callbacks.Callback):

@@ -37,9 +37,15 @@ from kzoo.transfer_learning.caching import (
     HEAD_STEPS_PER_EXECUTION,
     OnFullModel,
     can_cache,
-    extract,
     unpack_validation,
 )
+from kzoo.transfer_learning.feature_cache import (
+    FeatureBatches,
+    cached_features,
+    feature_model,
+    split_head,
+)
+from kzoo.transfer_learning.feature_store import default_budget
 from kzoo.transfer_learning.parts import (
     cut_base,
     default_loss,
@@ -56,7 +62,7 @@ __all__ = ["PhaseStop", "Transfer", "TransferHistory", "transfer"]
 logger = logging.getLogger("kzoo")
 
 BN_POLICIES = ("frozen", "train")
-CACHE_CHOICES = ("auto", True, False)
+CACHE_CHOICES = ("auto", True, False, "disk")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
@@ -69,6 +75,7 @@ def transfer(
     weights: str | None = "default",
     bn: str = "frozen",
     cache_features: str | bool = "auto",
+    feature_memory: int | None = None,
     precision: str | None = None,
     augmentation: keras.layers.Layer | Sequence[keras.layers.Layer] | None = None,
     optimizer: str | keras.optimizers.Optimizer = "adam",
@@ -99,7 +106,15 @@ def transfer(
             ``"train"`` (fastai's: unfrozen BatchNorm layers update their statistics).
         cache_features: ``"auto"`` caches the base's output for the frozen phase where that
             is provably the same as running it every epoch, ``True`` insists (and refuses
-            augmented inputs), ``False`` never caches.
+            augmented inputs), ``"disk"`` insists and keeps the features in the kzoo cache,
+            keyed by the base's layers and weights, the cut and the data, so the next run on
+            the same data skips the base (``kzoo cache`` lists and prunes them); ``False``
+            never caches. The cache holds what the head reads after its leading layers
+            without weights (``GAP``, ``Flatten``, pooling): C floats per image for a
+            ``GAP-...`` head.
+        feature_memory: Bytes of RAM the cached features may take; past it they are
+            written to a memory-mapped file and read from there. Default: a quarter of the
+            memory available when the frozen phase starts.
         precision: ``"float32"``, ``"mixed_bfloat16"`` or ``"mixed_float16"`` for the base;
             default mixed_bfloat16 on a GPU and float32 on a CPU. The head, softmax included,
             always computes in float32. A base given as a Keras model keeps the precision it
@@ -142,6 +157,7 @@ def transfer(
         input_shape=input_shape_of(base_model, input_shape),
         bn=bn,
         cache_features=cache_features,
+        feature_memory=feature_memory,
         augmentation=augmentation,
         optimizer=optimizer,
         learning_rate=learning_rate,
@@ -236,6 +252,7 @@ class Transfer:
         input_shape: tuple[int | None, ...],
         bn: str = "frozen",
         cache_features: str | bool = "auto",
+        feature_memory: int | None = None,
         augmentation: keras.layers.Layer | Sequence[keras.layers.Layer] | None = None,
         optimizer: str | keras.optimizers.Optimizer = "adam",
         learning_rate: float = 1e-3,
@@ -248,6 +265,7 @@ class Transfer:
     ) -> None:
         self.base, self.head, self.bn = base, head, bn
         self.cache_features = cache_features
+        self.feature_memory = feature_memory
         check_template(optimizer)  # now, not at the first fit
         self.optimizer, self.learning_rate = optimizer, learning_rate
         self.fine_tune_learning_rate = fine_tune_learning_rate
@@ -356,7 +374,7 @@ class Transfer:
             if can_cache(self.base, self.augmentation, x, validation_data, setting, fit_kwargs):
                 run = self._fit_cached(
                     x, y, validation_data, batch_size, head_batch_size, callbacks, args,
-                    fit_kwargs,
+                    fit_kwargs, keep=setting == "disk",
                 )  # fmt: skip
             else:
                 self._compile(self.model, self.learning_rate)
@@ -509,35 +527,45 @@ class Transfer:
         return rates_of(model.optimizer, model.trainable_variables)
 
     def _fit_cached(
-        self, x, y, validation_data, batch_size, head_batch_size, callbacks, args, kw
+        self, x, y, validation_data, batch_size, head_batch_size, callbacks, args, kw, keep
     ) -> keras.callbacks.History:
         """Phase 1 on features computed once; the head's weights are the full model's."""
+        prefix, trainer = split_head(self.head)
+        features = feature_model(self.base, prefix)
+        budget = default_budget() if self.feature_memory is None else self.feature_memory
         predict_batch = max(batch_size or 32, 128)
-        features, targets, own_batch = extract(self.base, x, y, predict_batch)
+        if "sample_weight" in kw:
+            y = (y, kw.pop("sample_weight"))
+        options = {"budget": budget, "keep": keep}
+        train = cached_features(features, x, y, predict_batch, role="train", **options)
         # a dataset brings its own batching: keep it, so the head gets the same updates
-        batch = head_batch_size or batch_size or own_batch or 32
+        batch = head_batch_size or batch_size or train.batch_size or 32
+        validation = None
         if validation_data is not None:
             vx, vy = unpack_validation(validation_data)
-            vf, (vt, vw), _ = extract(self.base, vx, vy, predict_batch)
-            validation_data = (vf, vt) if vw is None else (vf, vt, vw)
+            held_out = cached_features(
+                features, vx, vy, predict_batch, role="validation", **options
+            )  # fmt: skip
+            validation = FeatureBatches(held_out, batch, shuffle=False)
         # Several steps per call keep the tiny head from being overhead-bound (the updates are
         # the same); Keras' multi-step loop fails under tf.distribute, and its torch trainer
         # refuses steps_per_execution > 1, so one step per call there.
-        steps = min(HEAD_STEPS_PER_EXECUTION, math.ceil(len(features) / batch))
+        steps = min(HEAD_STEPS_PER_EXECUTION, math.ceil(len(train) / batch))
         if self._strategy is not None or keras.backend.backend() == "torch":
             steps = 1
-        self._compile(self.head, self.learning_rate, steps=steps)
-        self.model.stop_training = self.head.stop_training = False
+        self._compile(trainer, self.learning_rate, steps=steps)
+        self.model.stop_training = trainer.stop_training = False
         callbacks = [OnFullModel(c, self.model) for c in callbacks]
-        # the features are arrays: shuffle them only where the caller's data would be shuffled
+        # shuffle the features only where the caller's data would be shuffled
         shuffle = kw.pop("shuffle", _is_array_like(x))
-        run = self.head.fit(
-            features, targets[0], sample_weight=targets[1], validation_data=validation_data,
-            batch_size=batch, callbacks=callbacks, shuffle=shuffle, **args, **kw,
+        # FeatureBatches shuffles rows itself; Keras's shuffle would reorder whole batches
+        run = trainer.fit(
+            FeatureBatches(train, batch, shuffle=shuffle), validation_data=validation,
+            callbacks=callbacks, shuffle=False, **args, **kw,
         )  # fmt: skip
         # so that self.model.evaluate()/predict() work right after a cached phase
         self._compile(self.model, self.learning_rate)
-        self.model.stop_training = self.head.stop_training  # compile() resets it
+        self.model.stop_training = trainer.stop_training  # compile() resets it
         return run
 
     # -- freezing ------------------------------------------------------------------------
