@@ -299,12 +299,63 @@ def _add_transfer(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="phase 1 rate")
     parser.add_argument("--fine-tune-learning-rate", type=float, help="default: a tenth")
     parser.add_argument("--bn", choices=("frozen", "train"), default="frozen")
-    parser.add_argument("--cache", choices=("auto", "yes", "no"), default="auto")
+    parser.add_argument(
+        "--cache",
+        choices=("auto", "yes", "no", "disk"),
+        default="auto",
+        help="cache the base's features in the frozen phase; 'disk' keeps them for the next "
+        "run on the same data (see 'kzoo cache')",
+    )
+    parser.add_argument(
+        "--feature-memory",
+        type=_size,
+        metavar="SIZE",
+        help="RAM for cached features before they spill to disk, e.g. 4GiB (default: a "
+        "quarter of the available memory)",
+    )
     parser.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"))
     parser.add_argument("--seed", type=int, default=0, help="split and initialisation seed")
     parser.add_argument("--no-diagnostics", action="store_true", help="no training checks")
     parser.add_argument("--manifest", help="a user manifest merged over the built-in one")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6}
+_UNITS.update({"mib": 2**20, "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tib": 2**40})
+
+
+def _size(text: str) -> int:
+    """``"4GiB"`` -> bytes (argparse type): a number and an optional unit, B to TiB."""
+    number = text.strip().rstrip("bBiIkKmMgGtT")
+    unit = text.strip()[len(number) :].lower()
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if value < 0 or unit not in _UNITS:
+        raise argparse.ArgumentTypeError(f"expected a size like 512MiB or 4GiB; got {text!r}")
+    return int(value * _UNITS[unit])
+
+
+def _add_cache(subparsers: argparse._SubParsersAction) -> None:
+    cache = subparsers.add_parser(
+        "cache",
+        help="list or prune the base features kept by 'kzoo transfer --cache disk'",
+        description="Features kept on disk by cache_features='disk', one folder per base, cut "
+        "and data, under <kzoo cache>/features.",
+    )
+    actions = cache.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = _command(actions, "list", ("cache", "run_list"), help="show the kept features")
+    prune = _command(actions, "prune", ("cache", "run_prune"), help="delete kept features")
+    prune.add_argument(
+        "--older-than", type=float, metavar="DAYS", help="only those unused for DAYS days"
+    )
+    prune.add_argument(
+        "--keep", type=_size, metavar="SIZE", help="keep the most recently used up to SIZE"
+    )
+    prune.add_argument("--yes", action="store_true", help="really delete (else: dry run)")
+    for parser in (listing, prune):
+        parser.add_argument("--cache-dir", help="cache root (default: KZOO_HOME)")
 
 
 def _add_plot(subparsers: argparse._SubParsersAction) -> None:
@@ -461,6 +512,7 @@ def make_parser(version: str) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kzoo {version}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what kzoo does")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_dsl, _add_zoo, _add_transfer, _add_plot, _add_stylize, _add_export):
+    adders = (_add_dsl, _add_zoo, _add_transfer, _add_cache, _add_plot, _add_stylize, _add_export)
+    for add in adders:
         add(subparsers)
     return parser

@@ -293,22 +293,36 @@ class FeatureEntry:
     description: dict[str, Any]
 
 
+def _arrays_of(folder: Path) -> tuple[dict[str, Any], dict[str, tuple]] | None:
+    """An entry's metadata and ``name -> (path, dtype, shape)``, or None if it is incomplete."""
+    try:
+        meta = json.loads((folder / _META).read_text(encoding="utf-8"))
+        arrays = {
+            name: (folder / f"{name}.bin", np.dtype(spec["dtype"]), tuple(spec["shape"]))
+            for name, spec in meta["arrays"].items()
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    for path, dtype, shape in arrays.values():
+        if not path.is_file() or path.stat().st_size != math.prod(shape) * dtype.itemsize:
+            return None
+    return meta, arrays
+
+
+def _is_complete(folder: Path) -> bool:
+    return _arrays_of(folder) is not None
+
+
 def read_entry(key: str, root: str | os.PathLike[str] | None = None) -> CachedFeatures | None:
     """The kept features under ``key`` as read-only memory maps, or None on a miss."""
     folder = features_root(root) / key
-    try:
-        meta = json.loads((folder / _META).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    found = _arrays_of(folder)
+    if found is None:
+        if folder.exists():
+            logger.warning("feature cache: %s is damaged; computing it again", folder)
         return None
-    arrays = {}
-    for name, spec in meta["arrays"].items():
-        path = folder / f"{name}.bin"
-        shape, dtype = tuple(spec["shape"]), np.dtype(spec["dtype"])
-        expected = math.prod(shape) * dtype.itemsize
-        if not path.is_file() or path.stat().st_size != expected:
-            logger.warning("feature cache: %s is damaged (%s); computing again", folder, name)
-            return None
-        arrays[name] = _open_raw(path, dtype, shape)
+    meta, specs = found
+    arrays = {name: _open_raw(*spec) for name, spec in specs.items()}
     with contextlib.suppress(OSError):  # a read-only cache still hits
         os.utime(folder / _META)
     return CachedFeatures(**arrays, batch_size=meta.get("batch_size"))
@@ -368,8 +382,12 @@ def seal_entry(
     final = features_root(root) / key
     try:
         os.rename(tmp, final)
-    except OSError:  # another process sealed it first
-        shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:  # the key exists: sealed by another process first, or damaged
+        if _is_complete(final):
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            shutil.rmtree(final, ignore_errors=True)
+            os.rename(tmp, final)
     found = read_entry(key, root)
     if found is None:
         raise TransferError(f"the feature cache entry {final} could not be written")
@@ -408,18 +426,26 @@ def prune_entries(
     *,
     older_than_days: float | None = None,
     keep_bytes: int | None = None,
+    dry_run: bool = False,
     root: str | os.PathLike[str] | None = None,
 ) -> list[FeatureEntry]:
-    """Delete kept features: unused for ``older_than_days``, then the least recently used
-    beyond ``keep_bytes``; with neither, all of them. Abandoned temporary folders always go.
+    """Delete kept features: those unused for ``older_than_days``, then the least recently
+    used beyond ``keep_bytes`` in all; with neither, all of them. Folders left by killed
+    writers go too.
+
+    Args:
+        older_than_days: Delete entries last used longer ago than this.
+        keep_bytes: Keep the most recently used entries up to this many bytes in all.
+        dry_run: Only say what would be deleted.
+        root: The kzoo cache root (default: ``KZOO_HOME`` or the platform's cache folder).
 
     Returns:
-        The entries deleted.
+        The entries deleted (or that would be).
     """
     base = features_root(root)
     for tmp in base.glob(f"{_TMP_PREFIX}*"):
         pid = tmp.name.rsplit("-", 2)[-2]
-        if not pid.isdigit() or not psutil.pid_exists(int(pid)):
+        if not dry_run and (not pid.isdigit() or not psutil.pid_exists(int(pid))):
             shutil.rmtree(tmp, ignore_errors=True)
     entries = list_entries(root)
     doomed: list[FeatureEntry] = []
@@ -437,6 +463,6 @@ def prune_entries(
                 kept += entry.nbytes
                 if kept > keep_bytes:
                     doomed.append(entry)
-    for entry in doomed:
+    for entry in [] if dry_run else doomed:
         shutil.rmtree(entry.path, ignore_errors=True)
     return doomed
