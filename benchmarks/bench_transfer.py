@@ -6,7 +6,14 @@
 2. Fine-tune phase throughput (images/s after the first, compiling, epoch): kzoo's recompiled
    model with per-group learning rates against a plain ``compile`` + ``fit``. Target: >= 1.0.
 
+3. With ``--memory``: the frozen phase's peak memory and time at 1,000 / 10,000 / 20,000
+   images whose base gives 7x7x512 features under a ``GAP`` head, each in a fresh process:
+   plain Keras (no cache), the cache as it was (every batch of unpooled features kept in a
+   list, then concatenated), kzoo's cache (the GAP inside the cached pass, preallocated), and a
+   second run with ``cache_features="disk"`` (the base skipped).
+
     python benchmarks/bench_transfer.py [--images 1024] [--size 64] [--epochs 5]
+    python benchmarks/bench_transfer.py --memory [--counts 1000,10000,20000]
 
 Times include compiling, as a user sees them. Ratios are printed last.
 """
@@ -14,6 +21,12 @@ Times include compiling, as a user sees them. Ratios are printed last.
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 
 import keras
@@ -47,6 +60,71 @@ def plain_keras_model(size: int) -> tuple[keras.Model, keras.Model]:
     return keras.Model(inputs, head(features)), base
 
 
+MEMORY_BASE = "512C1-FC3"  # at 7x7x3: 7x7x512 features, as VGG-19's block5_pool at 224 px
+
+
+def memory_worker(mode: str, n: int, epochs: int) -> dict:
+    """One frozen phase in this (fresh) process: its peak RSS growth and wall time."""
+    keras.utils.set_random_seed(0)
+    base = kzoo.build(MEMORY_BASE, input_shape=(7, 7, 3), name="wide")
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(0, 1, (n, 7, 7, 3)).astype("float32"), rng.integers(0, 3, n)
+    options = {"batch_size": 128, "verbose": 0}
+    clf = kzoo.transfer(base, head="GAP-FC3")
+    if mode == "disk_second":  # a first run fills the disk cache, untimed
+        clf.fit_frozen(x, y, epochs=1, cache_features="disk", diagnostics=False, **options)
+        clf = kzoo.transfer(base, head="GAP-FC3")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    start = time.perf_counter()
+    if mode == "plain":
+        clf.model.compile("adam", "sparse_categorical_crossentropy")
+        clf.model.fit(x, y, epochs=epochs, **options)
+    elif mode == "list_concat":  # the cache as it was: unpooled batches, then one concatenate
+        cut = clf.base
+        batches = [cut.predict_on_batch(x[i : i + 128]) for i in range(0, n, 128)]
+        features = np.concatenate([np.asarray(b) for b in batches])
+        del batches
+        clf.head.compile("adam", "sparse_categorical_crossentropy")
+        clf.head.fit(features, y, epochs=epochs, **options)
+    else:
+        setting = "disk" if mode == "disk_second" else True
+        clf.fit_frozen(x, y, epochs=epochs, cache_features=setting, diagnostics=False, **options)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"growth": peak - before, "seconds": seconds}
+
+
+def memory_table(counts: list[int], epochs: int) -> None:
+    modes = ("plain", "list_concat", "kzoo", "disk_second")
+    print(
+        f"frozen phase, {epochs} epochs, base {MEMORY_BASE} at 7x7x3 (7x7x512 features), GAP head"
+    )
+    print(f"{'images':>7} {'pooled MiB':>10} " + " ".join(f"{m:>22}" for m in modes))
+    last = {}
+    with tempfile.TemporaryDirectory() as home:
+        for n in counts:
+            row = {}
+            for mode in modes:
+                env = {**os.environ, "KZOO_HOME": home, "CUDA_VISIBLE_DEVICES": ""}
+                command = [sys.executable, __file__, "--memory-worker", mode, str(n)]
+                command += ["--epochs", str(epochs)]
+                out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+                row[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+            pooled = n * 512 * 4 / 2**20
+            cells = " ".join(
+                f"{r['growth'] / 2**20:9.0f} MiB {r['seconds']:7.2f} s" for r in row.values()
+            )
+            print(f"{n:7,} {pooled:10.1f} {cells}")
+            last = row
+    extra = (last["kzoo"]["growth"] - last["plain"]["growth"]) / 2**20
+    print(f"peak growth over plain Keras, kzoo cache: {extra:.0f} MiB (pooled: {pooled:.0f} MiB)")
+    gain = last["list_concat"]["growth"] / max(last["kzoo"]["growth"], 1)
+    print(f"peak growth, cache as it was / kzoo: {gain:.1f}x")
+    print(
+        f"disk cache, second run / first: {last['disk_second']['seconds'] / last['kzoo']['seconds']:.2f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1024)
@@ -54,7 +132,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2, help="best of N runs")
+    parser.add_argument("--memory", action="store_true", help="peak memory of the cache")
+    parser.add_argument("--counts", default="1000,10000,20000", help="images, for --memory")
+    parser.add_argument("--memory-worker", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_worker:
+        mode, n = args.memory_worker
+        print(json.dumps(memory_worker(mode, int(n), args.epochs)))
+        return
+    if args.memory:
+        memory_table([int(c) for c in args.counts.split(",")], args.epochs)
+        return
     x, y = make_data(args.images, args.size)
     quiet = {"batch_size": args.batch_size, "verbose": 0}
     print(f"keras {keras.__version__} ({keras.backend.backend()}); base {BASE} at {args.size}px")
