@@ -7,19 +7,22 @@ The folder holds one sub-folder per class. The saved model takes RGB 0-255 image
 class names go beside it with the same stem (``flowers.keras`` -> ``flowers.labels.txt``, one
 per line), so ``kzoo classify IMAGE --model flowers.keras --labels flowers.labels.txt`` works
 on it. When the training diagnostics stop a phase (NaN loss, chance-level accuracy, collapsed
-predictions), nothing is saved and the command says why and exits with status 1.
+predictions), nothing is saved and the command says why and exits with status 1. Started by
+a launcher as one of several processes (``KERAS_DISTRIBUTION_NUM_PROCESSES`` > 1, JAX), it
+joins the others, trains data-parallel, and only process 0 writes the files.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import keras
 
 from kzoo.errors import TransferError
-from kzoo.transfer_learning import transfer
+from kzoo.transfer_learning import initialize_processes, is_chief, transfer
 
 __all__ = ["run_transfer"]
 
@@ -27,6 +30,8 @@ __all__ = ["run_transfer"]
 def run_transfer(args: argparse.Namespace) -> int:
     """Train, save the model and its class names, print what happened."""
     data, out, shape = Path(args.data), Path(args.out), args.input_shape
+    if int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1") or 1) > 1:
+        initialize_processes()  # started by a launcher as one of several processes
     keras.utils.set_random_seed(args.seed)
     train, validation = _datasets(data, shape, args)
     classes = list(train.class_names)
@@ -77,6 +82,8 @@ def run_transfer(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    if not is_chief():  # several processes: process 0 writes the files
+        return 0
     out.parent.mkdir(parents=True, exist_ok=True)
     clf.model.save(out)
     labels = out.with_suffix(".labels.txt")

@@ -8,7 +8,8 @@ cuts the base and builds the head; :mod:`.caching` decides when the frozen phase
 cached features, :mod:`.feature_cache` computes them and feeds them to the head, and
 :mod:`.feature_store` keeps them (RAM, a spill file, or a keyed folder on disk);
 :mod:`.unfreeze` picks the layers fine-tuning trains; :mod:`.rates` makes each phase's
-optimizer with its per-group learning rates.
+optimizer with its per-group learning rates; :mod:`.processes` shards the data over several
+JAX processes.
 
 The face is lazy: listing or pruning kept features (``kzoo cache``) does not import Keras;
 everything else does.
@@ -23,6 +24,8 @@ _EXPORTS = {
     "PhaseStop": "kzoo.transfer_learning.training:PhaseStop",
     "Transfer": "kzoo.transfer_learning.training:Transfer",
     "TransferHistory": "kzoo.transfer_learning.training:TransferHistory",
+    "initialize_processes": "kzoo.transfer_learning.processes:initialize",
+    "is_chief": "kzoo.transfer_learning.processes:is_chief",
     "list_feature_caches": "kzoo.transfer_learning.feature_store:list_entries",
     "prune_feature_caches": "kzoo.transfer_learning.feature_store:prune_entries",
     "select_layers": "kzoo.transfer_learning.unfreeze:select_layers",

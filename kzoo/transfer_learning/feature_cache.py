@@ -38,6 +38,7 @@ from kzoo.transfer_learning.feature_store import (
     seal_entry,
     write_entry,
 )
+from kzoo.transfer_learning.processes import local_predictor, local_rows, shared_seed
 
 __all__ = [
     "FeatureBatches",
@@ -146,6 +147,7 @@ def extract(
     batch_size: int,
     *,
     sink: FeatureSink,
+    rows: np.ndarray | None = None,
 ) -> CachedFeatures:
     """Run ``model`` once over the data into preallocated arrays.
 
@@ -155,6 +157,7 @@ def extract(
         y: Targets for arrays, or ``(targets, sample_weights)`` from validation data.
         batch_size: The batch size of the pass over arrays.
         sink: Where each array goes (RAM, a spill file past the budget, a disk entry).
+        rows: For arrays, the rows to run (this process's share), in order; default all.
 
     Returns:
         The :class:`CachedFeatures`; spill files are already unlinked, so nothing is left
@@ -163,18 +166,24 @@ def extract(
     try:
         if is_tf_dataset(x):
             return _extract_dataset(model, x, sink)
-        return _extract_arrays(model, x, y, batch_size, sink)
+        return _extract_arrays(model, x, y, batch_size, sink, rows)
     finally:
         sink.release()
 
 
-def _extract_arrays(model, x, y, batch_size: int, sink: FeatureSink) -> CachedFeatures:
-    n = len(keras.tree.flatten(x)[0])
+def _extract_arrays(
+    model, x, y, batch_size: int, sink: FeatureSink, rows: np.ndarray | None
+) -> CachedFeatures:
+    n = len(keras.tree.flatten(x)[0]) if rows is None else len(rows)
     targets, weights = (y[0], y[1] if len(y) > 1 else None) if isinstance(y, tuple) else (y, None)
+    if rows is not None:
+        targets, weights = (None if a is None else np.asarray(a)[rows] for a in (targets, weights))
     features, predict = None, _predictor(model)
     for start in range(0, n, batch_size):
-        rows = keras.tree.map_structure(lambda a, s=start: a[s : s + batch_size], x)
-        batch = _float32(predict(rows))
+        picked = (
+            slice(start, start + batch_size) if rows is None else rows[start : start + batch_size]
+        )
+        batch = _float32(predict(keras.tree.map_structure(lambda a, p=picked: a[p], x)))
         if features is None:
             features = sink.writer("features", batch.shape[1:], np.float32, n)
         features.append(batch)
@@ -226,9 +235,13 @@ def _extract_dataset(model, dataset, sink: FeatureSink) -> CachedFeatures:
 
 
 def _predictor(model: keras.Model) -> Callable[[Any], Any]:
-    """One batch in, its features out. ``predict_on_batch`` under a ``tf.distribute`` strategy
-    returns each replica's copy of the outputs (twice the rows on two replicas), so there the
-    batch goes through ``predict``, which gathers them right."""
+    """One batch in, its features out. With several JAX processes, a forward pass on this
+    process's devices alone; ``predict_on_batch`` under a ``tf.distribute`` strategy returns
+    each replica's copy of the outputs (twice the rows on two replicas), so there the batch
+    goes through ``predict``, which gathers them right."""
+    local = local_predictor(model)  # several processes: this one's devices only
+    if local is not None:
+        return local
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
@@ -255,38 +268,52 @@ def _float32(features: Any) -> np.ndarray:
 
 
 class FeatureBatches(keras.utils.PyDataset):
-    """Batches of cached features for ``fit``, shuffled per epoch by a seeded permutation.
+    """Batches of rows for ``fit`` (cached features, or images), shuffled per epoch by a seed.
 
     RAM arrays and memory maps are read the same way, so a head trained on spilled features
     gets exactly the updates it would get from RAM.
 
     Args:
-        cached: The features and targets.
-        batch_size: Rows per batch.
+        cached: The arrays: features (or inputs), targets, sample weights.
+        batch_size: Rows per batch; with several processes, per global batch.
         shuffle: Draw a new order each epoch (else the stored order).
         seed: The permutation seed (default: drawn from NumPy's global generator, which
-            ``keras.utils.set_random_seed`` sets).
+            ``keras.utils.set_random_seed`` sets; process 0's with several processes).
+        processes: With several processes, each process feeds its share of every global
+            batch of the same (shared-seed) order, as :func:`~.processes.local_rows` says;
+            the arrays must then be the whole data, the same on every process.
     """
 
     def __init__(
-        self, cached: CachedFeatures, batch_size: int, *, shuffle: bool, seed: int | None = None
+        self,
+        cached: CachedFeatures,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int | None = None,
+        processes: int = 1,
     ) -> None:
         super().__init__()
-        self.cached, self.batch_size, self.shuffle = cached, int(batch_size), shuffle
-        self.seed = int(np.random.randint(2**31 - 1)) if seed is None else seed
+        self.cached, self.shuffle, self.processes = cached, shuffle, processes
+        seed = int(np.random.randint(2**31 - 1)) if seed is None else seed
+        self.seed = shared_seed(seed) if processes > 1 else seed
+        # several processes: batch_size is the global batch and each process feeds its share
+        self.global_batch = int(batch_size)
+        self.batch_size = int(batch_size) // processes
         self.epoch = 0
         self._order: np.ndarray | None = None
+        self._local = local_rows(len(cached), self.global_batch) if processes > 1 else None
 
     def __len__(self) -> int:
-        return math.ceil(len(self.cached) / self.batch_size)
+        rows = len(self.cached) if self._local is None else len(self._local)
+        return math.ceil(rows / self.batch_size)
 
     def __getitem__(self, index: int) -> tuple:
         start, stop = index * self.batch_size, (index + 1) * self.batch_size
         rows: Any = slice(start, stop)
-        if self.shuffle:
+        if self.shuffle or self._local is not None:
             if self._order is None:
-                rng = np.random.default_rng([self.seed, self.epoch])
-                self._order = rng.permutation(len(self.cached))
+                self._order = self._epoch_order()
             rows = self._order[start:stop]
         parts = [self.cached.features[rows]]
         if self.cached.targets is not None:
@@ -294,6 +321,12 @@ class FeatureBatches(keras.utils.PyDataset):
             if self.cached.sample_weights is not None:
                 parts.append(self.cached.sample_weights[rows])
         return tuple(np.asarray(p) for p in parts)
+
+    def _epoch_order(self) -> np.ndarray:
+        order = np.arange(len(self.cached))
+        if self.shuffle:  # the same permutation on every process: the seed is shared
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.cached))
+        return order if self._local is None else order[self._local]
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
@@ -312,6 +345,7 @@ def cached_features(
     budget: int,
     keep: bool,
     role: str,
+    rows: np.ndarray | None = None,
 ) -> CachedFeatures:
     """The feature model's output over the data: from the disk store, or computed now.
 
@@ -322,15 +356,19 @@ def cached_features(
         keep: Look the features up in the disk store by a key of everything that determines
             them (the model's layers and weights, the data), and keep them there on a miss.
         role: ``"train"`` or ``"validation"``: part of the key and of the description.
+        rows: This process's rows of array data (several processes), default all.
     """
     if not keep:
         sink = FeatureSink(budget, spill_folder=features_root() / "spill")
         try:
-            return extract(model, x, y, batch_size, sink=sink)
+            return extract(model, x, y, batch_size, sink=sink, rows=rows)
         finally:
             sink.release()
     data = data_fingerprint(x, y)
-    key = cache_key({"model": model_fingerprint(model), "data": data, "role": role})
+    share = None if rows is None else digest_arrays([rows])
+    key = cache_key(
+        {"model": model_fingerprint(model), "data": data, "role": role, "rows": share}
+    )  # fmt: skip
     found = read_entry(key)
     if found is not None:
         logger.info("feature cache: %s features of %d images read from disk", role, len(found))
@@ -342,7 +380,8 @@ def cached_features(
         "data": _describe(x),
     }
     with write_entry(key, description) as folder:
-        computed = extract(model, x, y, batch_size, sink=FeatureSink(budget, folder=folder))
+        sink = FeatureSink(budget, folder=folder)
+        computed = extract(model, x, y, batch_size, sink=sink, rows=rows)
         kept = seal_entry(folder, key, computed, description)
     logger.info("feature cache: %s features of %d images kept on disk", role, len(kept))
     return kept

@@ -43,9 +43,10 @@ from kzoo.transfer_learning.feature_cache import (
     FeatureBatches,
     cached_features,
     feature_model,
+    is_tf_dataset,
     split_head,
 )
-from kzoo.transfer_learning.feature_store import default_budget
+from kzoo.transfer_learning.feature_store import CachedFeatures, default_budget
 from kzoo.transfer_learning.parts import (
     cut_base,
     default_loss,
@@ -53,6 +54,13 @@ from kzoo.transfer_learning.parts import (
     input_shape_of,
     resolve_base,
     resolve_head,
+)
+from kzoo.transfer_learning.processes import (
+    already_sharded,
+    is_chief,
+    local_rows,
+    process_count,
+    process_index,
 )
 from kzoo.transfer_learning.rates import check_template, group_optimizer, rates_of
 from kzoo.transfer_learning.unfreeze import select_layers
@@ -378,10 +386,8 @@ class Transfer:
                 )  # fmt: skip
             else:
                 self._compile(self.model, self.learning_rate)
-                self.model.stop_training = False
-                run = self.model.fit(
-                    x, y, validation_data=validation_data, batch_size=batch_size,
-                    callbacks=callbacks, **args, **_keep_order(x, fit_kwargs),
+                run = self._fit_full(
+                    x, y, validation_data, batch_size, callbacks, args, fit_kwargs
                 )  # fmt: skip
         self.history._extend("frozen", run)
         self._note_stop("frozen", epochs, run, watch, seen)
@@ -438,12 +444,8 @@ class Transfer:
         seen = len(watch.findings) if watch else 0
         with self._scope():
             self._compile(self.model, lr, self.base.trainable_variables, ratio)
-            self.model.stop_training = False
-            run = self.model.fit(
-                x, y, validation_data=validation_data, batch_size=batch_size,
-                callbacks=callbacks, epochs=offset + epochs, initial_epoch=offset,
-                verbose=verbose, **_keep_order(x, fit_kwargs),
-            )  # fmt: skip
+            args = {"epochs": offset + epochs, "initial_epoch": offset, "verbose": verbose}
+            run = self._fit_full(x, y, validation_data, batch_size, callbacks, args, fit_kwargs)
         self.history._extend("fine_tune", run)
         self._note_stop("fine_tune", epochs, run, watch, seen)
         return run
@@ -481,8 +483,10 @@ class Transfer:
         samples: int = 16,
         tolerance: float = 1e-5,
         seed: int = 0,
-    ) -> ExportResult:
+    ) -> ExportResult | None:
         """Export :attr:`model` for serving, verified in its runtime; see :func:`kzoo.export`.
+
+        With several processes only process 0 writes the artifact; the others return None.
 
         Args:
             path: Where to write (the suffix picks the format when ``format`` is None:
@@ -501,6 +505,9 @@ class Transfer:
         Raises:
             ExportError: The artifact cannot be written, or computes otherwise than Keras.
         """
+        if not is_chief():
+            logger.info("process %d leaves the export to process 0", process_index())
+            return None
         names = self.class_names if class_names is None else class_names
         return export(
             self.model, path, format, class_names=names, verify=verify, samples=samples,
@@ -526,25 +533,57 @@ class Transfer:
             return {}
         return rates_of(model.optimizer, model.trainable_variables)
 
+    def _fit_full(
+        self, x, y, validation_data, batch_size, callbacks, args, kw
+    ) -> keras.callbacks.History:
+        """``self.model.fit``; with several processes, each feeds its share of the arrays."""
+        self.model.stop_training = False
+        count = process_count()
+        if count == 1 or not _is_array_like(x) or x is None:
+            return self.model.fit(
+                x, y, validation_data=validation_data, batch_size=batch_size,
+                callbacks=callbacks, **args, **_keep_order(x, kw),
+            )  # fmt: skip
+        batch = batch_size or 32
+        shuffle = kw.pop("shuffle", True)
+        train = CachedFeatures(x, y, kw.pop("sample_weight", None))
+        feed = FeatureBatches(train, batch, shuffle=shuffle, processes=count)
+        if validation_data is not None and _is_array_like(validation_data[0]):
+            held_out = CachedFeatures(*validation_data)
+            validation_data = FeatureBatches(held_out, batch, shuffle=False, processes=count)
+        with already_sharded():
+            return self.model.fit(
+                feed, validation_data=validation_data, callbacks=callbacks, shuffle=False,
+                **args, **kw,
+            )  # fmt: skip
+
     def _fit_cached(
         self, x, y, validation_data, batch_size, head_batch_size, callbacks, args, kw, keep
     ) -> keras.callbacks.History:
-        """Phase 1 on features computed once; the head's weights are the full model's."""
+        """Phase 1 on features computed once; the head's weights are the full model's.
+
+        With several processes each one computes and trains on the features of its own share
+        of every global batch (see :mod:`.processes`).
+        """
         prefix, trainer = split_head(self.head)
         features = feature_model(self.base, prefix)
         budget = default_budget() if self.feature_memory is None else self.feature_memory
         predict_batch = max(batch_size or 32, 128)
         if "sample_weight" in kw:
             y = (y, kw.pop("sample_weight"))
+        count = process_count()
+        batch = head_batch_size or batch_size
+        x, rows = self._share(x, batch, count)
         options = {"budget": budget, "keep": keep}
-        train = cached_features(features, x, y, predict_batch, role="train", **options)
+        train = cached_features(features, x, y, predict_batch, role="train", rows=rows, **options)
         # a dataset brings its own batching: keep it, so the head gets the same updates
-        batch = head_batch_size or batch_size or train.batch_size or 32
+        batch = (batch // count if batch else None) or train.batch_size or 32 // count
         validation = None
         if validation_data is not None:
             vx, vy = unpack_validation(validation_data)
+            vx, vrows = self._share(vx, head_batch_size or batch_size, count)
             held_out = cached_features(
-                features, vx, vy, predict_batch, role="validation", **options
+                features, vx, vy, predict_batch, role="validation", rows=vrows, **options
             )  # fmt: skip
             validation = FeatureBatches(held_out, batch, shuffle=False)
         # Several steps per call keep the tiny head from being overhead-bound (the updates are
@@ -559,14 +598,25 @@ class Transfer:
         # shuffle the features only where the caller's data would be shuffled
         shuffle = kw.pop("shuffle", _is_array_like(x))
         # FeatureBatches shuffles rows itself; Keras's shuffle would reorder whole batches
-        run = trainer.fit(
-            FeatureBatches(train, batch, shuffle=shuffle), validation_data=validation,
-            callbacks=callbacks, shuffle=False, **args, **kw,
-        )  # fmt: skip
+        with already_sharded():
+            run = trainer.fit(
+                FeatureBatches(train, batch, shuffle=shuffle), validation_data=validation,
+                callbacks=callbacks, shuffle=False, **args, **kw,
+            )  # fmt: skip
         # so that self.model.evaluate()/predict() work right after a cached phase
         self._compile(self.model, self.learning_rate)
         self.model.stop_training = trainer.stop_training  # compile() resets it
         return run
+
+    @staticmethod
+    def _share(x: Any, batch: int | None, count: int) -> tuple[Any, np.ndarray | None]:
+        """This process's share of the data: ``(x, None)`` for one process; a dataset's shard
+        (Keras's own sharding); or the whole arrays and the rows this process takes."""
+        if count == 1 or x is None:
+            return x, None
+        if is_tf_dataset(x):
+            return keras.distribution.distribution().distribute_dataset(x), None
+        return x, local_rows(len(keras.tree.flatten(x)[0]), batch or 32)
 
     # -- freezing ------------------------------------------------------------------------
 
