@@ -380,3 +380,20 @@ def test_false_positive_rate_on_all_offline_mnist_digits(tmp_path, digits):
     rate = len(report.flagged()) / len(files)
     print(f"flagged {len(report.flagged())} of {len(files)} clean digits: {rate:.3%}")
     assert rate <= ALLOWED_FALSE_POSITIVES
+
+
+@pytest.mark.slow  # imports TensorFlow
+def test_cli_transfer_names_every_undecodable_file_and_trains_nothing(tmp_path, digits, capsys):
+    pytest.importorskip("tensorflow", reason="kzoo transfer reads folders with tf.data")
+    build_clean(tmp_path / "data", digits, {"train": 2})
+    data = tmp_path / "data" / "train"
+    broken = [_write(data / "1" / "a.jpg", b""), _write(data / "2" / "b.jpg", b"text, not pixels")]
+    base, out = tmp_path / "base.keras", tmp_path / "m.keras"
+    kzoo.build("28x28x3:4C3-MP2-FC10").save(base)
+    argv = ["transfer", "--base", str(base), "--data", str(data), "--out", str(out)]
+    argv += ["--input-shape", "28x28x3", "--validation-split", "0", "--quiet"]
+    assert main(argv) == 1
+    printed = capsys.readouterr()
+    assert all(str(path) in printed.out for path in broken)
+    assert "2 file(s)" in printed.err and "--no-check" in printed.err
+    assert not out.exists()

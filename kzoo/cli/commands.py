@@ -303,6 +303,9 @@ def _add_transfer(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"))
     parser.add_argument("--seed", type=int, default=0, help="split and initialisation seed")
     parser.add_argument("--no-diagnostics", action="store_true", help="no training checks")
+    parser.add_argument(
+        "--no-check", action="store_true", help="skip the quick data check before training"
+    )
     parser.add_argument("--manifest", help="a user manifest merged over the built-in one")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -6,18 +6,23 @@
 The folder holds one sub-folder per class. The saved model takes RGB 0-255 images, and its
 class names go beside it with the same stem (``flowers.keras`` -> ``flowers.labels.txt``, one
 per line), so ``kzoo classify IMAGE --model flowers.keras --labels flowers.labels.txt`` works
-on it. When the training diagnostics stop a phase (NaN loss, chance-level accuracy, collapsed
+on it. Before training, a quick data check (:func:`kzoo.check_images` with ``quick=True``)
+decodes every file of the folder: Keras's loader would stop at the first that does not decode,
+so the command names them all and stops before loading any model (``--no-check`` skips it).
+When the training diagnostics stop a phase (NaN loss, chance-level accuracy, collapsed
 predictions), nothing is saved and the command says why and exits with status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
 import keras
 
+from kzoo.datacheck import check_images
 from kzoo.errors import TransferError
 from kzoo.transfer_learning import transfer
 
@@ -27,6 +32,8 @@ __all__ = ["run_transfer"]
 def run_transfer(args: argparse.Namespace) -> int:
     """Train, save the model and its class names, print what happened."""
     data, out, shape = Path(args.data), Path(args.out), args.input_shape
+    if not args.no_check and not _data_decodes(data, args.quiet):
+        return 1
     keras.utils.set_random_seed(args.seed)
     train, validation = _datasets(data, shape, args)
     classes = list(train.class_names)
@@ -85,6 +92,27 @@ def run_transfer(args: argparse.Namespace) -> int:
     print(f"saved {out} and {labels}")
     print(f"classify with: kzoo classify IMAGE --model {out} --labels {labels}")
     return 0
+
+
+def _data_decodes(data: Path, quiet: bool) -> bool:
+    """Run the quick data check and print what it found; False when a file does not decode."""
+    if importlib.util.find_spec("PIL") is None:
+        print("data check skipped: it needs Pillow (pip install kzoo[check])")
+        return True
+    report = check_images(data, quick=True, progress=not quiet)
+    if not report.findings:
+        print(f"data check: all {report.files:,} images decode")
+        return True
+    print(report.to_table(limit=20))
+    undecodable = report.of_kind("undecodable")
+    if undecodable:
+        print(
+            f"error: {len(undecodable)} file(s) in {data} do not decode (listed above); "
+            "Keras's loader would stop at the first. Fix or remove them, or pass --no-check "
+            "to try anyway",
+            file=sys.stderr,
+        )
+    return not undecodable
 
 
 def _datasets(data: Path, shape: tuple[int, int, int], args: argparse.Namespace):
