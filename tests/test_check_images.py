@@ -314,6 +314,20 @@ def test_splits_with_different_class_folders_and_imbalance_are_reported(tmp_path
     assert report.of_kind("skipped")[0].paths == (str(tmp_path / "train" / "README.txt"),)
 
 
+def test_a_truncated_file_is_found_even_where_pillow_was_told_to_accept_it(
+    tmp_path, digits, monkeypatch
+):
+    from PIL import ImageFile
+
+    build_clean(tmp_path, digits, {"train": 1})
+    whole = _jpeg(digits[0][0], quality=100)
+    cut = _write(tmp_path / "train" / "0" / "cut.jpg", whole[: len(whole) // 2])
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    report = check_images(tmp_path / "train", workers=1)
+    assert [f.paths for f in report.of_kind("undecodable")] == [(str(cut),)]
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is left alone
+
+
 def test_bad_arguments_are_refused(tmp_path):
     (tmp_path / "a").mkdir()
     with pytest.raises(ValueError, match=r"class sub-folders\. Received"):
@@ -370,6 +384,17 @@ def test_similar_pairs_matches_a_numpy_correlation_reference():
     groups = np.array([0] * 15 + [1] * 285)
     assert {(i, j) for i, j, _ in similar_pairs(vectors, 0.9, groups)} == {(3, 20), (10, 20)}
     assert clusters(6, [(4, 1), (1, 2), (5, 3)]) == [[1, 2, 4], [3, 5]]
+
+
+def test_many_near_identical_frames_make_one_group_from_a_bounded_number_of_pairs():
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 200, 256)
+    frames = np.clip(frame + rng.integers(0, 4, (200, 256)), 0, 255).astype(np.uint8)
+    vectors, _ = normalised(frames)
+    pairs = similar_pairs(vectors, 0.99)
+    assert np.corrcoef(frames.astype(float)).min() > 0.99  # every pair is near-identical
+    assert len(pairs) <= 200 * 16 < 200 * 199 // 2
+    assert clusters(200, [(i, j) for i, j, _ in pairs]) == [list(range(200))]
 
 
 @pytest.mark.slow

@@ -89,9 +89,14 @@ class FileFacts(NamedTuple):
 
 def inspect_files(paths: list[str]) -> list[FileFacts]:
     """:func:`inspect_file` of each path: the task one worker process runs on a chunk."""
-    # A caller may have told Pillow to accept truncated files; the check must not.
+    # A caller may have told Pillow to accept truncated files; the check must not (and leaves
+    # the caller's setting as it found it).
+    accepting = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False
-    return [inspect_file(path) for path in paths]
+    try:
+        return [inspect_file(path) for path in paths]
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = accepting
 
 
 def inspect_file(path: str) -> FileFacts:

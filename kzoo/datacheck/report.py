@@ -96,7 +96,7 @@ class DataReport:
         return [f for f in self.findings if f.kind == kind]
 
     def flagged(self) -> set[str]:
-        """Every image path some warning or error names (not ``info``)."""
+        """Every path (image, or folder for class-level findings) a warning or error names."""
         return {p for f in self.findings if f.severity != "info" for p in f.paths}
 
     def summary(self) -> dict[str, int]:

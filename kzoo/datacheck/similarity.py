@@ -20,6 +20,10 @@ __all__ = ["BLANK_STD", "clusters", "normalised", "similar_pairs"]
 #: pattern to correlate, so it takes no part in the near-duplicate search.
 BLANK_STD = 1.0
 _BLOCK = 4096  # rows per block: 4096 x 4096 float32 similarities are 64 MiB
+# At most this many partners per image and block: a class of 10,000 near-identical video
+# frames would otherwise make 5e7 pairs. Each frame still links to its closest ones, so the
+# frames still form one group.
+_PARTNERS = 16
 
 
 def normalised(thumbs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +56,8 @@ def similar_pairs(
         groups: When given, only pairs from different groups count (e.g. splits, for leaks).
 
     Returns:
-        ``(i, j, correlation)`` triples, sorted.
+        ``(i, j, correlation)`` triples, sorted; an image with more than 16 partners in a
+        block of 4,096 keeps its 16 closest.
     """
     n = len(vectors)
     pairs: list[tuple[int, int, float]] = []
@@ -65,7 +70,14 @@ def similar_pairs(
             if groups is not None:
                 same = groups[start : start + _BLOCK, None] == groups[None, other : other + _BLOCK]
                 block[same] = -1.0
-            ii, jj = np.nonzero(block >= threshold)
+            hits = block >= threshold
+            crowded = hits.sum(axis=1) > _PARTNERS
+            if crowded.any():  # near-identical frames: keep each image's closest partners
+                keep = np.argpartition(-block[crowded], _PARTNERS, axis=1)[:, :_PARTNERS]
+                trimmed = np.zeros_like(hits[crowded])
+                np.put_along_axis(trimmed, keep, True, axis=1)
+                hits[crowded] &= trimmed
+            ii, jj = np.nonzero(hits)
             pairs.extend(
                 (int(i) + start, int(j) + other, float(block[i, j]))
                 for i, j in zip(ii, jj, strict=True)
