@@ -36,6 +36,12 @@ _NORMAL_MODES = ("RGB", "L")
 _THREADED = ("tensorflow", "jax", "torch")  # libraries whose thread pools make a fork unsafe
 
 
+class _Progress(tqdm):
+    """tqdm without its monitor thread: a thread would make forking the workers unsafe."""
+
+    monitor_interval = 0
+
+
 @dataclass(frozen=True)
 class _Image:
     path: str
@@ -123,37 +129,29 @@ def check_images(
         for relative, _ in files:
             entry = cached.get(relative)
             try:
-                st = os.stat(path / relative)
-            except OSError as error:
-                facts[relative] = None
-                findings.append(_finding("undecodable", f"cannot read: {error}", [path / relative]))
-                continue
-            if entry is not None and (entry.size, entry.mtime_ns) == (st.st_size, st.st_mtime_ns):
+                st = os.stat(os.path.join(path, relative))
+            except OSError:
+                st = None  # vanished or unreadable: the inspection says which
+            if st and entry and (entry.size, entry.mtime_ns) == (st.st_size, st.st_mtime_ns):
                 facts[relative] = entry
             else:
                 misses.append(relative)
-        for relative, result in zip(
-            misses, _inspect([str(path / m) for m in misses], workers, progress, split), strict=True
-        ):
-            facts[relative] = result
+        full = [os.path.join(path, m) for m in misses]
+        facts.update(zip(misses, _inspect(full, workers, progress, split), strict=True))
         decoded += len(misses)
         if cache and (misses or set(cached) - set(facts)):
-            factcache.save_facts(path, {k: v for k, v in facts.items() if v is not None}, cache_dir)
+            factcache.save_facts(path, facts, cache_dir)
         images += [
-            _Image(str(path / relative), split, label, facts[relative])
+            _Image(os.path.join(path, relative), split, label, facts[relative])
             for relative, label in files
-            if facts[relative] is not None
         ]
 
     findings += _file_findings(images, quick, min_side)
     readable = [image for image in images if not image.facts.error]
     findings += _duplicate_findings(readable, near_threshold, quick)
+    per_label = Counter((i.split, i.label) for i in readable)
     counts = {
-        split: {
-            label: sum(1 for i in readable if i.split == split and i.label == label)
-            for label in labels[split]
-        }
-        for split in splits
+        split: {label: per_label[split, label] for label in labels[split]} for split in splits
     }
     if not quick:
         findings += _class_findings(counts, labels, imbalance, folders, splits)
@@ -229,7 +227,7 @@ def _walk(folder: Path) -> tuple[list[str], list[tuple[str, str]], list[Path]]:
             for name in sorted(names):
                 if name.startswith("."):
                     continue
-                if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
                     files.append((os.path.relpath(os.path.join(root, name), folder), entry.name))
                 else:
                     skipped.append(Path(root) / name)
@@ -242,8 +240,8 @@ def _inspect(paths: list[str], workers: int | None, progress: bool, split: str) 
     if not paths:
         return []
     workers = workers or os.cpu_count() or 1
-    start_method = _start_method()  # before the progress bar starts its monitor thread
-    bar = tqdm(total=len(paths), desc=f"checking {split}", unit="file", disable=not progress)
+    start_method = _start_method()
+    bar = _Progress(total=len(paths), desc=f"checking {split}", unit="file", disable=not progress)
     with bar:
         if workers == 1 or len(paths) < _IN_PROCESS_BELOW:
             results = []
@@ -305,7 +303,7 @@ def _file_findings(images: Sequence[_Image], quick: bool, min_side: int | None) 
             continue
         if quick:
             continue
-        suffix = Path(image.path).suffix.lower()
+        suffix = os.path.splitext(image.path)[1].lower()
         if facts.format in FORMAT_SUFFIXES and suffix not in FORMAT_SUFFIXES[facts.format]:
             found.append(
                 _finding(

@@ -106,12 +106,15 @@ def inspect_file(path: str) -> FileFacts:
         path: The file.
 
     Returns:
-        Its facts; a file that does not decode has ``error`` set and no thumbnail. Only an
-        unreadable file (permissions, vanished) raises, as ``OSError``.
+        Its facts; a file that cannot be read (permissions, vanished) or does not decode has
+        ``error`` set and no thumbnail.
     """
-    st = os.stat(path)
-    with open(path, "rb") as fh:
-        data = fh.read()
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as error:
+        return FileFacts(0, 0, "", error=f"cannot read: {error.strerror or error}")
     facts = FileFacts(st.st_size, st.st_mtime_ns, hashlib.blake2b(data, digest_size=16).hexdigest())
     if not data:
         return facts._replace(error="empty file (0 bytes)")

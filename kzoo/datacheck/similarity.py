@@ -66,7 +66,7 @@ def similar_pairs(
         for other in range(start, n, _BLOCK):
             block = rows @ vectors[other : other + _BLOCK].T
             if other == start:  # each pair once, never an image with itself
-                block[np.tril_indices(len(rows), 0, block.shape[1])] = -1.0
+                block[np.tri(len(rows), block.shape[1], 0, dtype=bool)] = -1.0
             if groups is not None:
                 same = groups[start : start + _BLOCK, None] == groups[None, other : other + _BLOCK]
                 block[same] = -1.0
