@@ -328,6 +328,15 @@ def test_a_truncated_file_is_found_even_where_pillow_was_told_to_accept_it(
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is left alone
 
 
+def test_a_folder_of_splits_given_as_one_folder_is_called_so(tmp_path, digits):
+    build_clean(tmp_path, digits, {"train": 2, "validation": 1})
+    for quick in (False, True):
+        report = check_images(tmp_path, workers=1, quick=quick)
+        [nested] = report.of_kind("nested_splits")
+        assert nested.paths == (str(tmp_path),) and "train, validation" in nested.message
+    assert check_images(tmp_path / "train", workers=1).of_kind("nested_splits") == []
+
+
 def test_bad_arguments_are_refused(tmp_path):
     (tmp_path / "a").mkdir()
     with pytest.raises(ValueError, match=r"class sub-folders\. Received"):

@@ -22,6 +22,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "conflicting_labels": ("error", "the same image under more than one class"),
     "class_mismatch": ("error", "splits with different class folders: label indices shift"),
     "no_classes": ("error", "a folder without class sub-folders"),
+    "nested_splits": ("error", "a folder of splits given where class folders were expected"),
     "duplicate": ("warning", "the same image more than once in one class"),
     "wrong_extension": ("warning", "files whose name says another format than their bytes"),
     "mode": ("warning", "CMYK, 16-bit, palette or transparent images: converted on loading"),
@@ -32,8 +33,9 @@ KINDS: dict[str, tuple[str, str]] = {
     "empty_class": ("warning", "class folders without a readable image"),
     "skipped": ("info", "files that are not images by their name (not checked)"),
 }
-#: What a quick check looks for: what would stop training or make its scores lie.
-QUICK_KINDS = frozenset({"undecodable", "leak"})
+#: What a quick check looks for: what would stop training or make its scores lie (and a
+#: folder of splits, which would train a model to tell the splits apart).
+QUICK_KINDS = frozenset({"undecodable", "leak", "nested_splits"})
 
 
 @dataclass(frozen=True)
