@@ -8,7 +8,8 @@ class names go beside it with the same stem (``flowers.keras`` -> ``flowers.labe
 per line), so ``kzoo classify IMAGE --model flowers.keras --labels flowers.labels.txt`` works
 on it. Before training, a quick data check (:func:`kzoo.check_images` with ``quick=True``)
 decodes every file of the folder: Keras's loader would stop at the first that does not decode,
-so the command names them all and stops before loading any model (``--no-check`` skips it).
+so the command names them all and stops before loading any model; so it does when the folder
+holds splits rather than classes (``--no-check`` skips the check).
 When the training diagnostics stop a phase (NaN loss, chance-level accuracy, collapsed
 predictions), nothing is saved and the command says why and exits with status 1.
 """
@@ -32,7 +33,7 @@ __all__ = ["run_transfer"]
 def run_transfer(args: argparse.Namespace) -> int:
     """Train, save the model and its class names, print what happened."""
     data, out, shape = Path(args.data), Path(args.out), args.input_shape
-    if not args.no_check and not _data_decodes(data, args.quiet):
+    if not args.no_check and not _data_fits(data, args.quiet):
         return 1
     keras.utils.set_random_seed(args.seed)
     train, validation = _datasets(data, shape, args)
@@ -94,8 +95,8 @@ def run_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _data_decodes(data: Path, quiet: bool) -> bool:
-    """Run the quick data check and print what it found; False when a file does not decode."""
+def _data_fits(data: Path, quiet: bool) -> bool:
+    """Run the quick data check and print what it found; False when training cannot go well."""
     if importlib.util.find_spec("PIL") is None:
         print("data check skipped: it needs Pillow (pip install kzoo[check])")
         return True
@@ -112,7 +113,13 @@ def _data_decodes(data: Path, quiet: bool) -> bool:
             "to try anyway",
             file=sys.stderr,
         )
-    return not undecodable
+    if report.of_kind("nested_splits"):
+        print(
+            f"error: {data} holds splits, not classes (see above): give one split as --data, "
+            "or pass --no-check to train on them as classes anyway",
+            file=sys.stderr,
+        )
+    return report.ok
 
 
 def _datasets(data: Path, shape: tuple[int, int, int], args: argparse.Namespace):
