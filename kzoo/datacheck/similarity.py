@@ -5,7 +5,8 @@ at least a threshold (0.99 by default). Unlike a 64-bit dHash, the correlation i
 change of brightness or contrast and is not thrown by JPEG noise in flat regions (where a
 dHash bit compares two nearly equal pixels and flips at random); docs/check.md shows the
 figures on MNIST. The comparison is exact and all-pairs, as float32 matrix products in
-blocks: 100,000 images are about 5e9 pairs, a couple of minutes on two cores.
+blocks: 20,000 images took 11 s on two shared cores, and the time grows with the square (100,000
+images: about 5 minutes).
 """
 
 from __future__ import annotations
@@ -71,13 +72,18 @@ def similar_pairs(
                 same = groups[start : start + _BLOCK, None] == groups[None, other : other + _BLOCK]
                 block[same] = -1.0
             hits = block >= threshold
-            crowded = hits.sum(axis=1) > _PARTNERS
-            if crowded.any():  # near-identical frames: keep each image's closest partners
+            count = np.count_nonzero(hits)  # a fast scan; most blocks have no pair at all
+            if not count:
+                continue
+            crowded = hits.sum(axis=1) > _PARTNERS if count > _PARTNERS else None
+            if crowded is not None and crowded.any():
+                # near-identical frames: keep each image's closest partners
                 keep = np.argpartition(-block[crowded], _PARTNERS, axis=1)[:, :_PARTNERS]
                 trimmed = np.zeros_like(hits[crowded])
                 np.put_along_axis(trimmed, keep, True, axis=1)
                 hits[crowded] &= trimmed
-            ii, jj = np.nonzero(hits)
+            # flatnonzero is ~20x faster than a 2-D nonzero on a mostly-False block
+            ii, jj = np.divmod(np.flatnonzero(hits), block.shape[1])
             pairs.extend(
                 (int(i) + start, int(j) + other, float(block[i, j]))
                 for i, j in zip(ii, jj, strict=True)
