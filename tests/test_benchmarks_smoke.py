@@ -86,3 +86,15 @@ def test_bench_features_small_run_checks_both_sides_and_prints_its_ratios_last()
     assert out[-2].startswith("features ratio (kzoo / hand")
     assert out[-1].startswith("stylize step ratio (kzoo / keras.io loop")
     assert float(out[-1].rsplit(" ", 1)[1]) > 0
+
+
+def test_bench_check_small_run_prints_its_ratios_last(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_check.py"), "--images", "80",
+         "--side", "64", "--repeats", "1"],
+        capture_output=True, text=True, check=True, timeout=300, env=env,
+    ).stdout.strip().splitlines()  # fmt: skip
+    assert out[-2].startswith("ratio workers=1 / loop")
+    assert out[-1].startswith("ratio workers=2 / loop")
+    assert float(out[-1].rsplit(" ", 1)[1]) > 0

@@ -45,7 +45,9 @@ LAYERS: dict[str, int] = {
         ),
         2,
     ),
-    **dict.fromkeys(("kzoo.builder", "kzoo.synthetic", "kzoo.plots", "kzoo.deploy"), 3),
+    **dict.fromkeys(
+        ("kzoo.builder", "kzoo.synthetic", "kzoo.plots", "kzoo.deploy", "kzoo.datacheck"), 3
+    ),
     "kzoo.zoo": 4,
     **dict.fromkeys(("kzoo.transfer_learning", "kzoo.losses"), 5),
     "kzoo.input_optimization": 6,

@@ -316,6 +316,9 @@ def _add_transfer(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"))
     parser.add_argument("--seed", type=int, default=0, help="split and initialisation seed")
     parser.add_argument("--no-diagnostics", action="store_true", help="no training checks")
+    parser.add_argument(
+        "--no-check", action="store_true", help="skip the quick data check before training"
+    )
     parser.add_argument("--manifest", help="a user manifest merged over the built-in one")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -466,7 +469,7 @@ def _add_stylize(subparsers: argparse._SubParsersAction) -> None:
 def _positive(*names: str) -> Check:
     def check(args: argparse.Namespace) -> None:
         for name in names:
-            if getattr(args, name) < 1:
+            if getattr(args, name) is not None and getattr(args, name) < 1:
                 flag = "--" + name.replace("_", "-")
                 raise KzooError(f"{flag} must be at least 1. Received: {getattr(args, name)}")
 
@@ -499,6 +502,58 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     )
 
 
+def _folders(attribute: str) -> Check:
+    def check(args: argparse.Namespace) -> None:
+        for value in getattr(args, attribute):
+            if not Path(value).expanduser().is_dir():
+                raise KzooError(f"no such folder: {value} (give folders of class sub-folders)")
+
+    return check
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    if not 0.0 < args.near_threshold <= 1.0:
+        raise KzooError(f"--near-threshold must be in (0, 1]. Received: {args.near_threshold}")
+    if args.imbalance < 1.0:
+        raise KzooError(f"--imbalance must be at least 1. Received: {args.imbalance}")
+
+
+def _add_check(subparsers: argparse._SubParsersAction) -> None:
+    parser = _command(
+        subparsers,
+        "check",
+        ("check", "run_check"),
+        checks=(_folders("folders"), _positive("workers", "min_side", "limit"), _check_options),
+        help="find broken, duplicate, leaked and odd images in folders of class sub-folders",
+        description="Check image folders before training: undecodable files, duplicates and "
+        "near duplicates within a class, across classes and across splits (leaks), class "
+        "counts, odd modes, tiny and EXIF-rotated images. Several folders are splits "
+        "(train, validation, test). Exits with 1 when it finds an error. Never modifies "
+        "the files.",
+    )
+    parser.add_argument("folders", nargs="+", metavar="DIR", help="folder of class sub-folders")
+    parser.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
+    parser.add_argument(
+        "--quick", action="store_true", help="only undecodable files and leaks across splits"
+    )
+    parser.add_argument("--workers", type=int, help="decoding processes (default: one per CPU)")
+    parser.add_argument(
+        "--near-threshold",
+        type=float,
+        default=0.99,
+        help="thumbnail correlation from which two images are near duplicates (default 0.99)",
+    )
+    parser.add_argument(
+        "--min-side", type=int, help="tiny below this side in pixels (default: median / 4)"
+    )
+    parser.add_argument(
+        "--imbalance", type=float, default=3.0, help="largest/smallest class ratio to flag"
+    )
+    parser.add_argument("--limit", type=int, default=10, help="findings listed per kind")
+    parser.add_argument("--no-cache", action="store_true", help="decode every file again")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def make_parser(version: str) -> argparse.ArgumentParser:
     """The argument parser of every command (imports no command's code).
 
@@ -512,7 +567,10 @@ def make_parser(version: str) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kzoo {version}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what kzoo does")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    adders = (_add_dsl, _add_zoo, _add_transfer, _add_cache, _add_plot, _add_stylize, _add_export)
+    adders = (
+        _add_dsl, _add_zoo, _add_check, _add_transfer, _add_cache, _add_plot, _add_stylize,
+        _add_export,
+    )  # fmt: skip
     for add in adders:
         add(subparsers)
     return parser

@@ -6,7 +6,11 @@
 The folder holds one sub-folder per class. The saved model takes RGB 0-255 images, and its
 class names go beside it with the same stem (``flowers.keras`` -> ``flowers.labels.txt``, one
 per line), so ``kzoo classify IMAGE --model flowers.keras --labels flowers.labels.txt`` works
-on it. When the training diagnostics stop a phase (NaN loss, chance-level accuracy, collapsed
+on it. Before training, a quick data check (:func:`kzoo.check_images` with ``quick=True``)
+decodes every file of the folder: Keras's loader would stop at the first that does not decode,
+so the command names them all and stops before loading any model; so it does when the folder
+holds splits rather than classes (``--no-check`` skips the check).
+When the training diagnostics stop a phase (NaN loss, chance-level accuracy, collapsed
 predictions), nothing is saved and the command says why and exits with status 1. Started by
 a launcher as one of several processes (``KERAS_DISTRIBUTION_NUM_PROCESSES`` > 1, JAX), it
 joins the others, trains data-parallel, and only process 0 writes the files.
@@ -15,12 +19,14 @@ joins the others, trains data-parallel, and only process 0 writes the files.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from pathlib import Path
 
 import keras
 
+from kzoo.datacheck import check_images
 from kzoo.errors import TransferError
 from kzoo.transfer_learning import initialize_processes, is_chief, transfer
 
@@ -30,8 +36,11 @@ __all__ = ["run_transfer"]
 def run_transfer(args: argparse.Namespace) -> int:
     """Train, save the model and its class names, print what happened."""
     data, out, shape = Path(args.data), Path(args.out), args.input_shape
-    if int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1") or 1) > 1:
+    several = int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1") or 1) > 1
+    if several:
         initialize_processes()  # started by a launcher as one of several processes
+    if not args.no_check and not _data_fits(data, args.quiet or (several and not is_chief())):
+        return 1
     keras.utils.set_random_seed(args.seed)
     train, validation = _datasets(data, shape, args)
     classes = list(train.class_names)
@@ -93,6 +102,33 @@ def run_transfer(args: argparse.Namespace) -> int:
     print(f"saved {out} and {labels}")
     print(f"classify with: kzoo classify IMAGE --model {out} --labels {labels}")
     return 0
+
+
+def _data_fits(data: Path, quiet: bool) -> bool:
+    """Run the quick data check and print what it found; False when training cannot go well."""
+    if importlib.util.find_spec("PIL") is None:
+        print("data check skipped: it needs Pillow (pip install kzoo[check])")
+        return True
+    report = check_images(data, quick=True, progress=not quiet)
+    if not report.findings:
+        print(f"data check: all {report.files:,} images decode")
+        return True
+    print(report.to_table(limit=20))
+    undecodable = report.of_kind("undecodable")
+    if undecodable:
+        print(
+            f"error: {len(undecodable)} file(s) in {data} do not decode (listed above); "
+            "Keras's loader would stop at the first. Fix or remove them, or pass --no-check "
+            "to try anyway",
+            file=sys.stderr,
+        )
+    if report.of_kind("nested_splits"):
+        print(
+            f"error: {data} holds splits, not classes (see above): give one split as --data, "
+            "or pass --no-check to train on them as classes anyway",
+            file=sys.stderr,
+        )
+    return report.ok
 
 
 def _datasets(data: Path, shape: tuple[int, int, int], args: argparse.Namespace):
