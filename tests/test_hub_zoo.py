@@ -1,0 +1,154 @@
+"""kzoo.load("hf://org/name"): a timm repo's config.json and safetensors, through the Hub stand-in.
+
+The repos hold tiny timm-layout VGG checkpoints from kzoo.synthetic (the real key layout:
+``features.*``, ``pre_logits.fc1`` as a conv over pool5, ``head.fc``); the test swaps the named
+architecture ``vgg19`` for the same network at those tiny widths, so the whole path (resolve,
+redirect, verify, convert, preprocessing from the config) runs on a few KiB. Outputs are
+checked against the NumPy forward pass in tests/numpy_reference.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+import keras
+import numpy as np
+import numpy_reference as ref
+import pytest
+from hub_server import Repo, hub_server_fixture, timm_config  # noqa: F401
+
+import kzoo
+from kzoo import synthetic
+from kzoo.dsl import ARCHITECTURES
+from kzoo.errors import EntryNotFoundError, KzooError, UnknownNameError
+from kzoo.zoo import class_names
+from kzoo.zoo.hub import hub_model
+
+TINY = synthetic.TINY_VGG19
+TOLERANCE = 1e-5
+
+
+def spec_of(layout: synthetic.VGGLayout) -> str:
+    convs = [f"{w}C3x{n}-MP2" for n, w in zip(layout.convs_per_block, layout.widths, strict=True)]
+    return "-".join([*convs, *(f"FC{units}" for units in layout.fc)])
+
+
+@pytest.fixture
+def tiny_vgg19(monkeypatch):
+    """``vgg19`` at the tiny widths, its classifier written for 1000 classes as the real one."""
+    thousand = dataclasses.replace(TINY, fc=(*TINY.fc[:-1], 1000))
+    monkeypatch.setitem(ARCHITECTURES, "vgg19", (spec_of(thousand), (64, 64, 3), "tiny VGG-19"))
+
+
+def publish(hub_server, tmp_path, name: str, layout=TINY, **cfg) -> tuple[Repo, dict]:
+    path = tmp_path / f"{name.replace('/', '_')}.safetensors"
+    tensors = synthetic.write_safetensors(path, layout, keys="timm")
+    side = layout.input_size
+    config = timm_config("vgg19", layout.fc[-1], input_size=[3, side, side], **cfg)
+    files = {"config.json": config, "model.safetensors": path.read_bytes()}
+    return hub_server.add(Repo(name, files, lfs={"model.safetensors"})), tensors
+
+
+def outputs(model, x: np.ndarray) -> np.ndarray:
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def reference(tensors, x_rgb: np.ndarray, mean, std) -> np.ndarray:
+    x = (x_rgb.astype(np.float64) / 255.0 - np.asarray(mean)) / np.asarray(std)
+    logits = ref.timm_forward(tensors, TINY.convs_per_block, x.transpose(0, 3, 1, 2))
+    return softmax(logits)
+
+
+@pytest.fixture
+def images() -> np.ndarray:
+    return np.random.default_rng(3).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+
+
+@pytest.mark.backend
+def test_a_timm_vgg_repo_loads_end_to_end_and_matches_numpy(
+    hub_server, tiny_vgg19, tmp_path, images, monkeypatch
+):
+    repo, tensors = publish(hub_server, tmp_path, "timm/vgg19.tv_in1k")
+    model = kzoo.load("hf://timm/vgg19.tv_in1k")
+    assert model.input_shape == (None, 64, 64, 3) and model.output_shape == (None, 10)
+    assert model.get_layer("preprocessing").mode == "torch"
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    got = outputs(model, images)
+    assert ref.relative_error(got, reference(tensors, images, mean, std)) < TOLERANCE
+    assert len(hub_server.blob_gets()) == 1
+    assert class_names("hf://timm/vgg19.tv_in1k")[:2] == [("", "class 0"), ("", "class 1")]
+
+    before = hub_server.total()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    again = kzoo.load("hf://timm/vgg19.tv_in1k")
+    assert hub_server.total() == before  # offline: the pinned commit, zero requests
+    np.testing.assert_array_equal(outputs(again, images), got)
+    pinned = kzoo.load(f"hf://timm/vgg19.tv_in1k@{repo.commit}")
+    np.testing.assert_array_equal(outputs(pinned, images), got)
+
+
+@pytest.mark.backend
+def test_the_config_decides_classes_preprocessing_and_names(
+    hub_server, tiny_vgg19, tmp_path, images
+):
+    layout = dataclasses.replace(TINY, fc=(*TINY.fc[:-1], 100))
+    _, tensors = publish(
+        hub_server, tmp_path, "someone/vgg19.custom", layout, mean=[0.5] * 3, std=[0.5] * 3
+    )
+    model = kzoo.load("hf://someone/vgg19.custom")
+    assert model.output_shape == (None, 100)
+    preprocessing = model.get_layer("preprocessing")
+    x = np.full((1, 2, 2, 3), 255.0, np.float32)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(preprocessing(x)), 1.0, atol=1e-6)
+    got = outputs(model, images)
+    assert ref.relative_error(got, reference(tensors, images, 0.5, 0.5)) < TOLERANCE
+    names = class_names("hf://someone/vgg19.custom")
+    assert len(names) == 100 and names[99] == ("", "class 99")
+
+
+def test_label_names_in_the_config_are_the_class_names(hub_server, tiny_vgg19, tmp_path):
+    labels = [f"bird {i}" for i in range(TINY.fc[-1])]
+    publish(hub_server, tmp_path, "someone/birds", label_names=labels)
+    config = json.loads(hub_server.repos["someone/birds"].files["config.json"])
+    config["label_names"] = config["pretrained_cfg"].pop("label_names")
+    hub_server.repos["someone/birds"].files["config.json"] = json.dumps(config).encode()
+    assert [n for _, n in class_names("hf://someone/birds")] == labels
+
+
+def test_an_architecture_kzoo_cannot_build_lists_those_it_can(hub_server):
+    files = {"config.json": timm_config("efficientnet_b0"), "model.safetensors": b"x"}
+    hub_server.add(Repo("timm/efficientnet_b0.ra_in1k", files, lfs={"model.safetensors"}))
+    with pytest.raises(UnknownNameError, match=r"kzoo builds these timm architectures: .*vgg19"):
+        kzoo.load("hf://timm/efficientnet_b0.ra_in1k")
+    assert hub_server.blob_gets() == []
+
+
+def test_a_repo_without_safetensors_says_why_it_is_needed(hub_server, tiny_vgg19):
+    hub_server.add(Repo("timm/vgg19.old", {"config.json": timm_config("vgg19", 10)}))
+    with pytest.raises(EntryNotFoundError, match="no code runs on load"):
+        kzoo.load("hf://timm/vgg19.old")
+
+
+def test_a_hub_id_with_another_weights_argument_is_refused(hub_server):
+    with pytest.raises(KzooError, match="carries its weights"):
+        kzoo.load("hf://timm/vgg19.tv_in1k", weights="imagenet")
+    assert hub_server.total() == 0
+
+
+def test_the_weights_source_is_pinned_to_the_commit_and_the_hubs_sha256(
+    hub_server, tiny_vgg19, tmp_path
+):
+    repo, _ = publish(hub_server, tmp_path, "timm/vgg19.tv_in1k")
+    found = hub_model("hf://timm/vgg19.tv_in1k")
+    blob = repo.files["model.safetensors"]
+    file = found.source.files["top"]
+    assert file.urls == (f"hf://timm/vgg19.tv_in1k@{repo.commit}/model.safetensors",)
+    assert (file.sha256, file.size) == (hashlib.sha256(blob).hexdigest(), len(blob))
+    assert found.commit == repo.commit and found.source.classes is None
