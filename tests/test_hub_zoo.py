@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import numpy_reference as ref
 import pytest
-from hub_server import Repo, hub_server_fixture, timm_config  # noqa: F401
+from hub_server import Repo, git_sha1, hub_server_fixture, timm_config  # noqa: F401
 
 import kzoo
 from kzoo import synthetic
@@ -152,3 +152,32 @@ def test_the_weights_source_is_pinned_to_the_commit_and_the_hubs_sha256(
     assert file.urls == (f"hf://timm/vgg19.tv_in1k@{repo.commit}/model.safetensors",)
     assert (file.sha256, file.size) == (hashlib.sha256(blob).hexdigest(), len(blob))
     assert found.commit == repo.commit and found.source.classes is None
+
+
+@pytest.mark.backend
+def test_a_prefilled_hf_cache_loads_offline_with_no_request_and_no_copy(
+    hub_server, tiny_vgg19, tmp_path, images, monkeypatch, kzoo_home
+):
+    repo, tensors = publish(hub_server, tmp_path, "timm/vgg19.tv_in1k")
+    folder = tmp_path / "hf_home" / "hub" / "models--timm--vgg19.tv_in1k"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    snapshot = folder / "snapshots" / repo.commit
+    snapshot.mkdir(parents=True)
+    (folder / "blobs").mkdir()
+    for name, data in repo.files.items():  # as huggingface_hub lays them out
+        blob = hashlib.sha256(data).hexdigest() if name in repo.lfs else git_sha1(data)
+        (folder / "blobs" / blob).write_bytes(data)
+        (snapshot / name).symlink_to(f"../../blobs/{blob}")
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(repo.commit)
+    before = sorted(folder.rglob("*"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    model = kzoo.load("hf://timm/vgg19.tv_in1k")
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    assert ref.relative_error(outputs(model, images), reference(tensors, images, mean, std)) < (
+        TOLERANCE
+    )
+    assert hub_server.total() == 0
+    assert sorted(folder.rglob("*")) == before  # nothing written into the HF cache
+    assert not list(kzoo_home.rglob("model.safetensors"))  # converted from where it is
