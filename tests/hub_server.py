@@ -21,6 +21,7 @@ servers record every request with its headers.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import threading
@@ -32,7 +33,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from fault_server import Fault, FaultServer, Hit
 
-__all__ = ["HubServer", "Repo", "git_sha1", "hub_server_fixture", "timm_config"]
+from kzoo import synthetic
+from kzoo.dsl import ARCHITECTURES
+
+TINY = synthetic.TINY_VGG19
+
+__all__ = [
+    "TINY",
+    "HubServer",
+    "Repo",
+    "git_sha1",
+    "hub_server_fixture",
+    "publish",
+    "spec_of",
+    "timm_config",
+    "tiny_vgg19_fixture",
+]
 
 
 def git_sha1(data: bytes) -> str:
@@ -250,3 +266,25 @@ def hub_server_fixture(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest
     with HubServer() as server:
         monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
         yield server
+
+
+def spec_of(layout: synthetic.VGGLayout) -> str:
+    convs = [f"{w}C3x{n}-MP2" for n, w in zip(layout.convs_per_block, layout.widths, strict=True)]
+    return "-".join([*convs, *(f"FC{units}" for units in layout.fc)])
+
+
+@pytest.fixture(name="tiny_vgg19")
+def tiny_vgg19_fixture(monkeypatch):
+    """``vgg19`` at the tiny widths, its classifier written for 1000 classes as the real one."""
+    thousand = dataclasses.replace(TINY, fc=(*TINY.fc[:-1], 1000))
+    monkeypatch.setitem(ARCHITECTURES, "vgg19", (spec_of(thousand), (64, 64, 3), "tiny VGG-19"))
+
+
+def publish(hub_server, tmp_path, name: str, layout=TINY, **cfg) -> tuple[Repo, dict]:
+    """Serve a timm-layout VGG-19 checkpoint of ``layout`` and its config.json as ``name``."""
+    path = tmp_path / f"{name.replace('/', '_')}.safetensors"
+    tensors = synthetic.write_safetensors(path, layout, keys="timm")
+    side = layout.input_size
+    config = timm_config("vgg19", layout.fc[-1], input_size=[3, side, side], **cfg)
+    files = {"config.json": config, "model.safetensors": path.read_bytes()}
+    return hub_server.add(Repo(name, files, lfs={"model.safetensors"})), tensors

@@ -17,38 +17,22 @@ import keras
 import numpy as np
 import numpy_reference as ref
 import pytest
-from hub_server import Repo, git_sha1, hub_server_fixture, timm_config  # noqa: F401
+from hub_server import (  # noqa: F401
+    TINY,
+    Repo,
+    git_sha1,
+    hub_server_fixture,
+    publish,
+    timm_config,
+    tiny_vgg19_fixture,
+)
 
 import kzoo
-from kzoo import synthetic
-from kzoo.dsl import ARCHITECTURES
 from kzoo.errors import EntryNotFoundError, KzooError, UnknownNameError
 from kzoo.zoo import class_names
 from kzoo.zoo.hub import hub_model
 
-TINY = synthetic.TINY_VGG19
 TOLERANCE = 1e-5
-
-
-def spec_of(layout: synthetic.VGGLayout) -> str:
-    convs = [f"{w}C3x{n}-MP2" for n, w in zip(layout.convs_per_block, layout.widths, strict=True)]
-    return "-".join([*convs, *(f"FC{units}" for units in layout.fc)])
-
-
-@pytest.fixture
-def tiny_vgg19(monkeypatch):
-    """``vgg19`` at the tiny widths, its classifier written for 1000 classes as the real one."""
-    thousand = dataclasses.replace(TINY, fc=(*TINY.fc[:-1], 1000))
-    monkeypatch.setitem(ARCHITECTURES, "vgg19", (spec_of(thousand), (64, 64, 3), "tiny VGG-19"))
-
-
-def publish(hub_server, tmp_path, name: str, layout=TINY, **cfg) -> tuple[Repo, dict]:
-    path = tmp_path / f"{name.replace('/', '_')}.safetensors"
-    tensors = synthetic.write_safetensors(path, layout, keys="timm")
-    side = layout.input_size
-    config = timm_config("vgg19", layout.fc[-1], input_size=[3, side, side], **cfg)
-    files = {"config.json": config, "model.safetensors": path.read_bytes()}
-    return hub_server.add(Repo(name, files, lfs={"model.safetensors"})), tensors
 
 
 def outputs(model, x: np.ndarray) -> np.ndarray:

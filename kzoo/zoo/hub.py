@@ -32,8 +32,15 @@ from kzoo.download import hub
 from kzoo.dsl import get_architecture
 from kzoo.errors import ConversionError, EntryNotFoundError, KzooError, UnknownNameError
 from kzoo.zoo.entries import FileEntry, ModelEntry, WeightSource
+from kzoo.zoo.weights import fetch_raw
 
-__all__ = ["TIMM_ARCHITECTURES", "HubModel", "hub_model", "supported_architectures"]
+__all__ = [
+    "TIMM_ARCHITECTURES",
+    "HubModel",
+    "fetch_hub",
+    "hub_model",
+    "supported_architectures",
+]
 
 PathLike = str | os.PathLike[str]
 
@@ -179,6 +186,23 @@ def hub_model(hf_id: str, cache_dir: PathLike | None = None) -> HubModel:
         description=f"timm {timm_name} from {ident.repo}",
     )
     return HubModel(ident.repo, commit, entry, source, mean, std, labels)
+
+
+def fetch_hub(hf_id: str, cache_dir: PathLike | None = None, progress: bool | None = None) -> Path:
+    """Download and verify (or find cached) what a Hub id names; return its path.
+
+    ``hf://org/name[@revision]`` is a model: its weights file, where a load reads it.
+    ``hf://org/name@revision/path/in/repo`` is one file of the repo.
+
+    Raises:
+        HubError, OfflineError, DownloadError, ChecksumError: The file cannot be had.
+    """
+    ident = hub.parse(hf_id)
+    if ident.filename is not None:
+        return download.hub_file(ident.repo, ident.filename, ident.rev, cache_dir,
+                                 progress=progress)  # fmt: skip
+    found = hub_model(hf_id, cache_dir)
+    return fetch_raw(found.source, "top", cache_dir, progress)
 
 
 def _read_config(path: Path, hf_id: str) -> dict:
