@@ -23,6 +23,7 @@ from hub_server import (  # noqa: F401
     git_sha1,
     hub_server_fixture,
     publish,
+    spec_of,
     timm_config,
     tiny_vgg19_fixture,
 )
@@ -165,3 +166,32 @@ def test_a_prefilled_hf_cache_loads_offline_with_no_request_and_no_copy(
     assert hub_server.total() == 0
     assert sorted(folder.rglob("*")) == before  # nothing written into the HF cache
     assert not list(kzoo_home.rglob("model.safetensors"))  # converted from where it is
+
+
+@pytest.mark.backend
+def test_a_manifest_source_names_a_hub_file_with_the_publishers_url_as_a_mirror(
+    hub_server, tmp_path, images
+):
+    repo, tensors = publish(hub_server, tmp_path, "timm/vgg19.tv_in1k")
+    blob = repo.files["model.safetensors"]
+    mirror = hub_server.blobs.add("/publisher/vgg19.safetensors", blob)
+    file = {
+        "urls": [f"hf://timm/vgg19.tv_in1k@{repo.commit}/model.safetensors", mirror],
+        "size": len(blob),
+        "sha256": hashlib.sha256(blob).hexdigest(),
+    }
+    source = {"format": "safetensors_vgg", "preprocessing": "torch", "files": {"top": file}}
+    model = {"spec": spec_of(TINY), "input_shape": [64, 64, 3], "head": "flatten",
+             "default_weights": "tv", "weights": {"tv": source}}  # fmt: skip
+    manifest = {"models": {"tiny": model}, "classes": {}}
+    repo.gated, repo.token = True, "only-for-members"  # the Hub refuses: the mirror serves
+
+    loaded = kzoo.load("tiny", manifest=manifest)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    assert ref.relative_error(outputs(loaded, images), reference(tensors, images, mean, std)) < (
+        TOLERANCE
+    )
+    assert (
+        hub_server.count("HEAD") == 1
+        and hub_server.blobs.count("/publisher/vgg19.safetensors") == 1
+    )

@@ -325,10 +325,9 @@ def _try_sources(
     """Fetch from each source in turn until one verifies; None then, else each failure."""
     failures: list[tuple[str, Exception]] = []
     for position, (url, path) in enumerate(sources):
-        source_pins = pins
         try:
             if hub.is_hub_id(url):
-                seen, source_pins = _get_from_hub(job, url, pins)
+                seen = _get_from_hub(job, url, pins)
             else:
                 seen = job.get(url, path, pins)
         except HubError as exc:
@@ -345,7 +344,7 @@ def _try_sources(
             failures.append((url, exc))
             log.error("%s sent a corrupt %s: %s", url, job.label, exc)
             continue
-        if not pinned_by_caller and not source_pins:
+        if not pinned_by_caller and not pins:  # a Hub's sha256 is recorded too
             with cache.atomic_write(_sidecar(dest)) as tmp:
                 tmp.write_text(seen["sha256"] + "\n")
         _commit(job.part, dest)
@@ -354,10 +353,8 @@ def _try_sources(
     return failures
 
 
-def _get_from_hub(
-    job: PartialDownload, url: str, pins: dict[str, str]
-) -> tuple[dict[str, str], dict[str, str]]:
-    """Fetch an ``hf://`` source: resolve it, then GET where it points; return (seen, pins).
+def _get_from_hub(job: PartialDownload, url: str, pins: dict[str, str]) -> dict[str, str]:
+    """Fetch an ``hf://`` source: resolve it, then GET where it points; return the digests.
 
     The HEAD names the file's sha256, which is checked whatever the caller pinned (a
     different pinned sha256 fails before any byte moves). The storage URL is signed, so the
@@ -396,7 +393,7 @@ def _get_from_hub(
                     raise
                 log.info("%s: %s; resolving it again", url, exc)
                 continue
-            return seen, source_pins
+            return seen
     finally:
         job.algorithms, job.size = job_algorithms, job_size
     raise AssertionError("unreachable")
