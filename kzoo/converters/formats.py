@@ -43,9 +43,17 @@ FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
         Format("keras_h5", "keras_h5", (".h5", ".hdf5"), "caffe"),
-        Format("caffe", "caffe", (".caffemodel",), "caffe"),
+        Format("caffe", "caffe", (".caffemodel",), "caffe", bn_epsilon=1e-5),
         Format("lasagne", "lasagne", (".pkl", ".pickle"), "caffe", embedded_classes=True),
-        Format("safetensors_vgg", "torch_vgg", (".safetensors",), "torch", bn_epsilon=1e-5),
+        Format(
+            "torch",
+            "torch_state",
+            (".safetensors", ".pth", ".pt"),
+            "torch",
+            bn_epsilon=1e-5,
+        ),
+        # the name of the torch format before it read ResNets and .pth files: old manifests
+        Format("safetensors_vgg", "torch_state", (), "torch", bn_epsilon=1e-5),
     )
 }
 
