@@ -17,6 +17,7 @@ their storages, so reading a checkpoint copies no weights.
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
 import math
 import mmap
@@ -193,7 +194,7 @@ def load_pth(path: Path) -> tuple[dict[str, Any], mmap.mmap]:
             data = archive.read(pickles[0])
             state = TorchUnpickler(io.BytesIO(data), storage).load()
     except ConversionError:
-        buf.close()
+        _close(buf)
         raise
     except (
         OSError,
@@ -210,7 +211,7 @@ def load_pth(path: Path) -> tuple[dict[str, Any], mmap.mmap]:
         UnicodeError,
         struct.error,
     ) as error:
-        buf.close()
+        _close(buf)
         raise ConversionError(
             f"cannot read torch checkpoint {str(path)!r}: {type(error).__name__}: {error}. The "
             "file may be truncated or damaged."
@@ -224,6 +225,11 @@ def load_pth(path: Path) -> tuple[dict[str, Any], mmap.mmap]:
             f"{str(path)!r} does not hold a state dict of tensors. Received: {type(state).__name__}"
         )
     return dict(state), buf
+
+
+def _close(buf: mmap.mmap) -> None:
+    with contextlib.suppress(BufferError):  # views still alive: the GC closes it later
+        buf.close()
 
 
 def _storage_array(

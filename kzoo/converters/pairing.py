@@ -185,7 +185,8 @@ def pair_layers(
     ordered = [slot for slot in slots if slot.name not in by_target]
     problems = []
     model_kinds, file_kinds = _count_kinds(slots), _count_kinds(source)
-    if model_kinds != file_kinds and len(slots) >= len(source):
+    same_kinds = sorted(s.kind for s in slots) == sorted(s.kind for s in source)
+    if not same_kinds and len(slots) >= len(source):
         problems.append(f"the model has {model_kinds} layers, the {fmt} file {file_kinds}")
     if len(ordered) > len(unnamed):
         missing = [s.name for s in ordered[len(unnamed) :]]
