@@ -313,3 +313,68 @@ def test_torch_state_dict_with_foreign_keys_is_rejected(tmp_path):
     save_file({"encoder.block.0.weight": np.ones((2, 2), "f4")}, str(path))
     with pytest.raises(ConversionError, match="not a torchvision or timm VGG or ResNet"):
         inspect("torch", path)
+
+
+# --- full size: keras.applications' own files -----------------------------------------------
+
+
+def _legacy_file(model, path: Path, renumber: bool = False) -> None:
+    """Write ``model``'s weights in the published legacy layout (``layer_names``,
+    ``weight_names``); ``renumber`` renames generated names as a fresh Keras 2 session did
+    (``conv2d_1``, ``batch_normalization_1``...), as InceptionV3's published file has them."""
+    import re
+
+    counters: dict[str, int] = {}
+    layers = []
+    for layer in model.layers:
+        name = layer.name
+        generated = re.fullmatch(r"(conv2d|batch_normalization)(_\d+)?", name)
+        if renumber and generated:
+            counters[generated.group(1)] = counters.get(generated.group(1), 0) + 1
+            name = f"{generated.group(1)}_{counters[generated.group(1)]}"
+        layers.append((name, [np.asarray(w) for w in layer.get_weights()]))
+    synthetic.write_legacy_h5(path, layers)
+
+
+def _randomise(model, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if weights:
+            shapes = [w.shape for w in weights]
+            values = [rng.uniform(0.5, 1.5, s).astype("f4") * 0.1 for s in shapes]
+            if len(weights) in (3, 4) and all(len(s) == 1 for s in shapes):
+                values[-1] = rng.uniform(0.5, 2.0, shapes[-1]).astype("f4")  # variance
+            layer.set_weights(values)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("include_top", [True, False], ids=["top", "notop"])
+def test_keras_applications_resnet50_file_fills_a_fresh_resnet50_identically(
+    include_top, tmp_path
+):
+    import keras
+
+    source = keras.applications.ResNet50(weights=None, include_top=include_top)
+    _randomise(source, seed=3)
+    path = tmp_path / "resnet50.h5"
+    _legacy_file(source, path)
+    target = keras.applications.ResNet50(weights=None, include_top=include_top)
+    converted("keras_h5", path, target)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 224, 224, 3)).astype("f4")
+    np.testing.assert_array_equal(predict(target, x), predict(source, x))
+
+
+@pytest.mark.slow
+def test_inception_v3_file_with_generated_names_pairs_by_order(tmp_path):
+    import keras
+
+    source = keras.applications.InceptionV3(weights=None)
+    _randomise(source, seed=4)
+    path = tmp_path / "inception_v3.h5"
+    _legacy_file(source, path, renumber=True)
+    target = keras.applications.InceptionV3(weights=None)  # this session numbers it otherwise
+    assert {layer.name for layer in target.layers} != {layer.name for layer in source.layers}
+    converted("keras_h5", path, target)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 299, 299, 3)).astype("f4")
+    np.testing.assert_array_equal(predict(target, x), predict(source, x))
