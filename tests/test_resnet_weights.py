@@ -350,9 +350,7 @@ def _randomise(model, seed: int) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("include_top", [True, False], ids=["top", "notop"])
-def test_keras_applications_resnet50_file_fills_a_fresh_resnet50_identically(
-    include_top, tmp_path
-):
+def test_keras_applications_resnet50_file_fills_a_fresh_resnet50_identically(include_top, tmp_path):
     import keras
 
     source = keras.applications.ResNet50(weights=None, include_top=include_top)
