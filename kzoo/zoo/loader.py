@@ -91,7 +91,7 @@ def load(
         mode = source.preprocessing if source else _preprocessing_for(entry, local)
         layer = ImagePreprocessing(mode=mode, **normalization, name="preprocessing")
     model = build(
-        entry.spec,
+        entry.spec_for(source or _source_of_format(entry, local)),
         input_shape=shape,
         include_top=include_top,
         pooling=pooling,
@@ -299,6 +299,13 @@ def _set_bn_epsilon(model: keras.Model, epsilon: float) -> None:
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.epsilon = epsilon  # read at call time and saved by get_config
+
+
+def _source_of_format(entry: ModelEntry, local: tuple[Path, str] | None) -> WeightSource | None:
+    """The model's first weight source in a local file's format (its spec fits the file)."""
+    if local is None:
+        return None
+    return next((s for s in entry.weights.values() if s.format == local[1]), None)
 
 
 def _preprocessing_for(entry: ModelEntry, local: tuple[Path, str] | None) -> str:
