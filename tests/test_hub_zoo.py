@@ -180,7 +180,7 @@ def test_a_manifest_source_names_a_hub_file_with_the_publishers_url_as_a_mirror(
         "size": len(blob),
         "sha256": hashlib.sha256(blob).hexdigest(),
     }
-    source = {"format": "safetensors_vgg", "preprocessing": "torch", "files": {"top": file}}
+    source = {"format": "torch", "preprocessing": "torch", "files": {"top": file}}
     model = {"spec": spec_of(TINY), "input_shape": [64, 64, 3], "head": "flatten",
              "default_weights": "tv", "weights": {"tv": source}}  # fmt: skip
     manifest = {"models": {"tiny": model}, "classes": {}}

@@ -47,15 +47,15 @@ PathLike = str | os.PathLike[str]
 # timm architecture -> (kzoo named architecture, weights format, head after the last conv)
 TIMM_ARCHITECTURES: dict[str, tuple[str, str, str]] = {
     **{
-        f"vgg{depth}{bn}": (f"vgg{depth}{bn}", "safetensors_vgg", "flatten")
+        f"vgg{depth}{bn}": (f"vgg{depth}{bn}", "torch", "flatten")
         for depth in (11, 13, 16, 19)
         for bn in ("", "_bn")
     },
-    "resnet18": ("resnet18", "safetensors_resnet", "gap"),
-    "resnet34": ("resnet34", "safetensors_resnet", "gap"),
-    "resnet50": ("resnet50_torch", "safetensors_resnet", "gap"),
-    "resnet101": ("resnet101_torch", "safetensors_resnet", "gap"),
-    "resnet152": ("resnet152_torch", "safetensors_resnet", "gap"),
+    "resnet18": ("resnet18", "torch", "gap"),
+    "resnet34": ("resnet34", "torch", "gap"),
+    "resnet50": ("resnet50_torch", "torch", "gap"),
+    "resnet101": ("resnet101_torch", "torch", "gap"),
+    "resnet152": ("resnet152_torch", "torch", "gap"),
 }
 _WEIGHTS_FILE = "model.safetensors"
 _TORCH_MEAN = (0.485, 0.456, 0.406)
