@@ -30,7 +30,7 @@ from hub_server import (  # noqa: F401
 
 import kzoo
 from kzoo.errors import EntryNotFoundError, KzooError, UnknownNameError
-from kzoo.zoo import class_names
+from kzoo.zoo import class_names, prepare_weights
 from kzoo.zoo.hub import hub_model
 
 TOLERANCE = 1e-5
@@ -195,3 +195,18 @@ def test_a_manifest_source_names_a_hub_file_with_the_publishers_url_as_a_mirror(
         hub_server.count("HEAD") == 1
         and hub_server.blobs.count("/publisher/vgg19.safetensors") == 1
     )
+
+
+@pytest.mark.backend
+def test_a_hub_id_as_a_transfer_base_without_its_classifier(hub_server, tiny_vgg19, tmp_path):
+    _, tensors = publish(hub_server, tmp_path, "timm/vgg19.tv_in1k")
+    prepare_weights("hf://timm/vgg19.tv_in1k", include_top=False)  # what the CLI runs first
+    gets = len(hub_server.blob_gets())
+    base = kzoo.load("hf://timm/vgg19.tv_in1k", include_top=False, input_shape=(96, 64, 3))
+    assert len(hub_server.blob_gets()) == gets == 1
+    x = np.random.default_rng(4).uniform(0, 255, (1, 96, 64, 3)).astype(np.float32)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    source_x = ((x / 255.0 - mean) / std).transpose(0, 3, 1, 2)
+    expected = ref.torch_features(tensors, TINY.convs_per_block, source_x, batchnorm=False)
+    got = keras.ops.convert_to_numpy(base(x, training=False)).transpose(0, 3, 1, 2)
+    assert ref.relative_error(got, expected) < TOLERANCE

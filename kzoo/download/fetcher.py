@@ -326,10 +326,8 @@ def _try_sources(
     failures: list[tuple[str, Exception]] = []
     for position, (url, path) in enumerate(sources):
         try:
-            if hub.is_hub_id(url):
-                seen = _get_from_hub(job, url, pins)
-            else:
-                seen = job.get(url, path, pins)
+            from_hub = hub.is_hub_id(url)
+            seen = _get_from_hub(job, url, pins) if from_hub else job.get(url, path, pins)
         except HubError as exc:
             failures.append((url, exc))
             if position < len(sources) - 1:

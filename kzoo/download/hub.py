@@ -61,6 +61,7 @@ __all__ = [
     "hub_offline",
     "is_commit",
     "is_hub_id",
+    "offline_variable",
     "parse",
     "pin_revision",
     "pinned_commit",
@@ -168,6 +169,11 @@ def hub_offline() -> bool:
         os.environ.get(name, "").strip().lower() in _TRUE
         for name in ("KZOO_OFFLINE", "HF_HUB_OFFLINE")
     )
+
+
+def offline_variable() -> str:
+    """The variable that made :func:`hub_offline` true, as ``NAME=1`` for messages."""
+    return _offline_variable()
 
 
 def _offline_variable() -> str:

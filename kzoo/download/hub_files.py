@@ -55,9 +55,10 @@ class Located:
 
 
 def _offline_error(repo: str, revision: str, filename: str, what: str) -> OfflineError:
-    variable = "KZOO_OFFLINE" if os.environ.get("KZOO_OFFLINE") else "HF_HUB_OFFLINE"
+    setting = hub.offline_variable()
+    variable = setting.split("=")[0]
     return OfflineError(
-        f"hf://{repo}@{revision}/{filename}: {what}, and {variable}=1 forbids asking the Hub. "
+        f"hf://{repo}@{revision}/{filename}: {what}, and {setting} forbids asking the Hub. "
         f"Load it once online (kzoo then pins the commit it saw), copy a kzoo or Hugging Face "
         f"cache that holds it (KZOO_READONLY_CACHES, HF_HUB_CACHE), or unset {variable}."
     )
