@@ -210,3 +210,15 @@ def test_a_hub_id_as_a_transfer_base_without_its_classifier(hub_server, tiny_vgg
     expected = ref.torch_features(tensors, TINY.convs_per_block, source_x, batchnorm=False)
     got = keras.ops.convert_to_numpy(base(x, training=False)).transpose(0, 3, 1, 2)
     assert ref.relative_error(got, expected) < TOLERANCE
+
+
+def test_a_1000_class_repo_without_label_names_has_imagenets_class_names(hub_server, tmp_path):
+    index = {str(i): [f"n{i:08d}", f"thing {i}"] for i in range(1000)}
+    index_file = tmp_path / "imagenet_class_index.json"
+    index_file.write_text(json.dumps(index))
+    file = {"urls": [str(index_file)], "size": None, "md5": None}
+    classes = {"imagenet1k": {"format": "keras_class_index", **file}}
+    files = {"config.json": timm_config("vgg19", 1000), "model.safetensors": b"weights"}
+    hub_server.add(Repo("timm/vgg19.tv_in1k", files, lfs={"model.safetensors"}))
+    names = class_names("hf://timm/vgg19.tv_in1k", manifest={"classes": classes})
+    assert len(names) == 1000 and names[999] == ("n00000999", "thing 999")
