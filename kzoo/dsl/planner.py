@@ -266,6 +266,13 @@ def _with_bn(items: tuple[Item, ...]) -> tuple[Item, ...]:
     return tuple(out)
 
 
+def _linear(layer: Layer) -> Layer:
+    """A layer with no activation unless it names one."""
+    if any(_modifier_role(m.keyword) == "activation" for m in layer.modifiers):
+        return layer
+    return replace(layer, modifiers=(*layer.modifiers, Modifier("linear")))
+
+
 def _linear_without_bn(layer: Layer) -> Layer:
     """The last conv of a pre-activation body: no BN after it, linear unless it says."""
     mods = tuple(m for m in layer.modifiers if m.keyword != "BN")
@@ -450,6 +457,8 @@ class _Planner:
         if len(block.branches) == 2:
             self.x, self.shape, self.in_shortcut = source, start_shape, True
             shortcut = block.branches[1] if copy == 0 else _unstrided(block.branches[1])
+            # a projection: the activation after the add serves both paths
+            shortcut, _ = _split_last(shortcut, _linear, ("conv", "dense"))
             for inner in shortcut:
                 self.item(inner)
             short_x, short_shape = self.x, self.shape
