@@ -258,3 +258,51 @@ def test_concatenation_computes_what_numpy_computes():
         for name, pad in (("conv2d", 0), ("conv2d_1", 1))
     ]
     np.testing.assert_allclose(got, np.concatenate(branches, axis=-1), rtol=1e-4, atol=1e-5)
+
+
+# -- to_string ----------------------------------------------------------------------------------
+def graph_signature(model: keras.Model) -> list[tuple]:
+    merges = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Add | keras.layers.Concatenate):
+            tensors = layer._inbound_nodes[0].input_tensors
+            merges[layer.name] = [t._keras_history[0].name for t in tensors]
+    layers = [
+        (layer.name, type(layer).__name__, tuple(layer.output.shape), layer.count_params())
+        for layer in model.layers
+    ]
+    return [layers, merges]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        *GRAPHS[:2],
+        GRAPHS[3],
+        "8x8x3:R[8C3s2+BN-8C3+BN|8C3s2+BN]-add[4C3|4C1-tanh]-GAP-FC2",
+        "16x16x3:{eps=1e-5}P3-8C7s2v+BN{bias=true}-P0,1-MP3s2-R[4C1+BN-4C3+BN-16C1+BN]x3-GAP-FC4",
+    ],
+)
+def test_to_string_rebuilds_the_same_graph(spec):
+    model = kzoo.build(spec)
+    text = kzoo.to_string(model)
+    assert graph_signature(kzoo.build(text)) == graph_signature(model)
+    assert kzoo.to_string(kzoo.build(text)) == text
+
+
+def test_to_string_writes_a_resnet_stage_as_its_first_block_repeated():
+    text = kzoo.to_string(kzoo.build(GRAPHS[0]))
+    assert text == (
+        "{bias=true,eps=1.001e-05}16x16x3:P3-8C7s2v+BN-P1-MP3s2-R[4C1+BN-4C3+BN-16C1+BN]x2-"
+        "R[8C1s2+BN-8C3+BN-32C1+BN]-GAP-FC10"
+    )
+
+
+def test_to_string_of_a_pre_activation_resnet_computes_the_same_function():
+    spec = GRAPHS[2]
+    model = kzoo.build(spec)
+    again = kzoo.build(kzoo.to_string(model))
+    assert again.count_params() == model.count_params()
+    assert [type(layer).__name__ for layer in again.layers] == [
+        type(layer).__name__ for layer in model.layers
+    ]
