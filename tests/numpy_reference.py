@@ -261,7 +261,8 @@ def _resnet_nchw(
 def torch_resnet_forward(
     tensors: dict[str, np.ndarray], blocks: Sequence[int], bottleneck: bool, x_nchw: np.ndarray
 ) -> np.ndarray:
-    """torchvision/timm ResNet (v1.5) from its state dict: logits ``fc(avgpool(features))``."""
+    """torchvision/timm ResNet (v1.5) from its state dict: logits ``fc(avgpool(features))``
+    (the pooled features when the dict has no ``fc``)."""
 
     def module(stage: int, block: int, part: int, kind: str) -> str:
         if stage == 1:
@@ -281,6 +282,8 @@ def torch_resnet_forward(
         return batchnorm_nchw(x, *(tensors[f"{name}.{k}"] for k in leaves), TORCH_BN_EPSILON)
 
     x = _resnet_nchw(_f64(x_nchw), conv, norm, blocks, bottleneck, True, False)
+    if "fc.weight" not in tensors:  # the pooled features
+        return x
     return x @ _f64(tensors["fc.weight"]).T + _f64(tensors["fc.bias"])
 
 
@@ -290,7 +293,8 @@ def caffe_resnet_forward(
     x_nchw: np.ndarray,
     numbered_stages: Sequence[int] = (),
 ) -> np.ndarray:
-    """Kaiming He's Caffe ResNet from its blobs by layer name: logits of ``fc1000``."""
+    """Kaiming He's Caffe ResNet from its blobs by layer name: logits of ``fc1000`` (the
+    pooled features when there are no ``fc1000`` blobs)."""
     branches = {0: "branch1", 1: "branch2a", 2: "branch2b", 3: "branch2c"}
 
     def suffix(stage: int, block: int, part: int) -> str:
@@ -316,6 +320,8 @@ def caffe_resnet_forward(
         return batchnorm_nchw(x, gamma, beta, mean * scale, var * scale, TORCH_BN_EPSILON)
 
     x = _resnet_nchw(_f64(x_nchw), conv, norm, blocks, True, False, True)
+    if "fc1000" not in blobs:  # the pooled features
+        return x
     weight, bias = blobs["fc1000"]
     return x @ _f64(weight).T + _f64(bias)
 

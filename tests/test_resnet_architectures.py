@@ -40,7 +40,8 @@ def inbound(model: keras.Model) -> dict[str, list[str]]:
     for layer in model.layers:
         if isinstance(layer, keras.layers.Add | keras.layers.Concatenate):
             tensors = layer._inbound_nodes[0].input_tensors
-            found[layer.name] = [t._keras_history[0].name for t in tensors]
+            names = [t._keras_history[0].name for t in tensors]
+            found[layer.name] = ["" if n.startswith(GENERATED) else n for n in names]
     return found
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import pickle
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -376,3 +377,70 @@ def test_inception_v3_file_with_generated_names_pairs_by_order(tmp_path):
     converted("keras_h5", path, target)
     x = np.random.default_rng(0).uniform(-1, 1, (1, 299, 299, 3)).astype("f4")
     np.testing.assert_array_equal(predict(target, x), predict(source, x))
+
+
+# --- the zoo's named architectures, full width -----------------------------------------------
+
+
+@pytest.mark.slow
+def test_kzoo_load_of_keras_applications_resnet50_file_matches_keras_applications(tmp_path):
+    import keras
+
+    import kzoo
+
+    source = keras.applications.ResNet50(weights=None)
+    _randomise(source, seed=5)
+    path = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
+    _legacy_file(source, path)
+    reference = keras.applications.ResNet50(weights=str(path))
+    x = np.random.default_rng(0).uniform(0, 255, (2, 224, 224, 3)).astype("f4")
+    expected = predict(reference, keras.applications.resnet50.preprocess_input(x.copy()))
+    model = kzoo.load("resnet50", weights=path)
+    np.testing.assert_allclose(predict(model, x), expected, rtol=1e-5, atol=1e-7)
+    bare = kzoo.load("resnet50", weights=path, preprocessing=False)
+    inputs = keras.applications.resnet50.preprocess_input(x.copy())
+    np.testing.assert_array_equal(predict(bare, inputs), predict(reference, inputs))
+
+
+@pytest.mark.slow
+def test_kzoo_load_of_inception_v3_file_matches_keras_applications(tmp_path):
+    import keras
+
+    import kzoo
+
+    source = keras.applications.InceptionV3(weights=None)
+    _randomise(source, seed=6)
+    path = tmp_path / "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"
+    _legacy_file(source, path, renumber=True)
+    x = np.random.default_rng(0).uniform(0, 255, (1, 299, 299, 3)).astype("f4")
+    inputs = keras.applications.inception_v3.preprocess_input(x.copy())
+    model = kzoo.load("inception_v3", weights=path, preprocessing=False)
+    np.testing.assert_array_equal(predict(model, inputs), predict(source, inputs))
+    with_layer = kzoo.load("inception_v3", weights=path)
+    np.testing.assert_allclose(
+        predict(with_layer, x), predict(source, inputs), rtol=1e-5, atol=1e-7
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["pth", "safetensors", "caffemodel"])
+def test_kzoo_load_of_full_width_source_files_matches_their_semantics(kind, tmp_path):
+    # kzoo.load("resnet50", weights=FILE) builds the variant of the model's source in the
+    # file's format (resnet50_torch, resnet50_caffe); features at 64x64 keep NumPy quick
+    import kzoo
+
+    layout = synthetic.RESNET50
+    path = tmp_path / f"resnet50.{kind}"
+    x = images(replace(layout, input_size=64))
+    if kind == "caffemodel":
+        blobs = synthetic.write_caffe_resnet(path, layout)
+        features = {k: v for k, v in blobs.items() if k != "fc1000"}
+        expected = ref.caffe_resnet_forward(features, layout.blocks, nchw(x))
+    else:
+        tensors = synthetic.write_torch_resnet(path, layout, container=kind)
+        features = {k: v for k, v in tensors.items() if not k.startswith("fc.")}
+        expected = ref.torch_resnet_forward(features, layout.blocks, True, nchw(x))
+    model = kzoo.load(
+        "resnet50", weights=path, include_top=False, pooling="avg", preprocessing=False
+    )
+    assert ref.relative_error(predict(model, x), expected) < 1e-5

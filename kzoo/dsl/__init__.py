@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from kzoo.dsl import builtin_tokens as _builtin_tokens  # noqa: F401  (registers the built-ins)
 from kzoo.dsl.architectures import ARCHITECTURES, get_architecture, list_architectures
-from kzoo.dsl.ast import MAX_DEPTH, MAX_LAYERS, Group, Layer, Modifier, Spec
+from kzoo.dsl.ast import BLOCK_KINDS, MAX_DEPTH, MAX_LAYERS, Block, Group, Layer, Modifier, Spec
 from kzoo.dsl.explanation import Explanation, Row, explain
 from kzoo.dsl.parser import parse
 from kzoo.dsl.planner import Plan, Step, plan
@@ -36,8 +36,10 @@ from kzoo.dsl.writer import to_string
 __all__ = [
     "ACTIVATIONS",
     "ARCHITECTURES",
+    "BLOCK_KINDS",
     "MAX_DEPTH",
     "MAX_LAYERS",
+    "Block",
     "Explanation",
     "Group",
     "Layer",
