@@ -296,3 +296,18 @@ def test_sigkill_mid_download_then_a_new_process_resumes_from_a_fresh_url(hub_se
     assert gets[0] == (f"/lfs/{SHA}/2", None)  # the child's own resolve, then its GET
     assert gets[1:] == [(f"/lfs/{SHA}/4", f"bytes={HALF}-")]  # resolved afresh, resumed
     assert list(kzoo_home.rglob("*.part.*")) == []
+
+
+def test_a_hf_cache_without_symlinks_is_used_once_the_hub_names_the_hash(hub_server, monkeypatch):
+    r = hub_server.add(repo())
+    snapshot = Path(os.environ["HF_HOME"]) / "hub" / "models--timm--vgg19.tv_in1k" / "snapshots"
+    (snapshot / r.commit).mkdir(parents=True)
+    (snapshot / r.commit / "model.safetensors").write_bytes(BLOB)  # a copy, as on Windows
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OfflineError):  # its name says nothing: kzoo does not guess
+        hub_file(NAME, "model.safetensors", r.commit)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert (
+        hub_file(NAME, "model.safetensors", r.commit) == snapshot / r.commit / "model.safetensors"
+    )
+    assert hub_server.blob_gets() == []

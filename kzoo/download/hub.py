@@ -517,11 +517,13 @@ def recorded_file(
             data = json.loads(hit.read_text("utf-8"))
             return FileInfo(data.get("sha256"), data.get("etag"), data.get("size"))
     blob = hf_cache.snapshot_file(repo, commit, filename)
-    if blob is not None:
-        sha256 = hf_cache.blob_digest(blob)
-        etag = None if sha256 else blob.name
-        return FileInfo(sha256, etag, blob.stat().st_size)
-    return None
+    if blob is None:
+        return None
+    sha256 = hf_cache.blob_digest(blob)
+    etag = blob.name if sha256 is None and re.fullmatch(r"[0-9a-f]{40}", blob.name) else None
+    if sha256 is None and etag is None:  # a copy not named by its hash (no symlinks): unknown
+        return None
+    return FileInfo(sha256, etag, blob.stat().st_size)
 
 
 def small_relpath(repo: str, commit: str, filename: str) -> str:
