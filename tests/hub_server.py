@@ -3,7 +3,7 @@
 ``HEAD/GET /{org}/{name}/resolve/{revision}/{file}`` answers as the Hub does:
 
 * an LFS file: 302 with an absolute ``Location`` on the storage host (a fresh "signed" path
-  per request; the previous one stops working, as an expired signature would),
+  per request; one ``live_urls`` requests old stops working, as an expired signature would),
   ``X-Repo-Commit``, ``X-Linked-Etag`` (the sha256, quoted) and ``X-Linked-Size``;
 * a git file: 200 with ``ETag`` (its git blob sha1, quoted) and ``X-Repo-Commit``, and the
   bytes on GET;
@@ -91,6 +91,7 @@ class Repo:
     token: str | None = None  # the token that may read a gated repo
     faults: Sequence[Fault] = ()  # applied to the first ``faulty`` signed URLs
     faulty: int = 1_000_000
+    live_urls: int = 8  # a signed URL expires once this many newer ones were handed out
     signed: int = 0  # how many signed URLs were handed out
 
     def __post_init__(self) -> None:
@@ -233,12 +234,12 @@ class HubServer:
         return repo
 
     def sign(self, repo: Repo, sha: str, data: bytes) -> str:
-        """A new signed URL for a blob; the previous one expires (404 from now on)."""
+        """A new signed URL for a blob; the one ``live_urls`` back expires (404 from now on)."""
         with self._lock:
             repo.signed += 1
             number = repo.signed
-        if number > 1:
-            self.blobs.remove(f"/lfs/{sha}/{number - 1}")
+        if number > repo.live_urls:
+            self.blobs.remove(f"/lfs/{sha}/{number - repo.live_urls}")
         faults = repo.faults if number <= repo.faulty else ()
         return self.blobs.add(f"/lfs/{sha}/{number}", data, *faults) + f"?X-Amz-Signature={number}"
 

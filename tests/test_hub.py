@@ -48,9 +48,9 @@ def test_an_lfs_file_is_resolved_redirected_and_verified(hub_server, kzoo_home):
     path = hub_file(NAME, "model.safetensors")
     assert path.read_bytes() == BLOB
     assert path.is_relative_to(kzoo_home)
-    assert [h.method for h in hub_server.hits()] == ["HEAD", "HEAD"]  # locate, then fetch
+    assert [h.method for h in hub_server.hits()] == ["HEAD"]  # one resolve: located, fetched
     gets = hub_server.blob_gets()
-    assert len(gets) == 1 and gets[0].path == f"/lfs/{SHA}/2"
+    assert len(gets) == 1 and gets[0].path == f"/lfs/{SHA}/1"
     assert gets[0].headers.get("Accept-Encoding") == "identity"
 
 
@@ -280,7 +280,7 @@ hub_file(sys.argv[1], "model.safetensors", progress=False)
 
 
 def test_sigkill_mid_download_then_a_new_process_resumes_from_a_fresh_url(hub_server, kzoo_home):
-    hub_server.add(repo(faults=[Fault("stall", at=HALF, seconds=60)], faulty=2))
+    hub_server.add(repo(faults=[Fault("stall", at=HALF, seconds=60)], faulty=1, live_urls=1))
     child = subprocess.Popen([sys.executable, "-c", KILLED, NAME])
     deadline = time.monotonic() + 30
     while not [p for p in kzoo_home.rglob("*.part.*") if p.stat().st_size >= HALF]:
@@ -293,8 +293,9 @@ def test_sigkill_mid_download_then_a_new_process_resumes_from_a_fresh_url(hub_se
     path = hub_file(NAME, "model.safetensors", progress=False)
     assert path.read_bytes() == BLOB
     gets = [(h.path, h.range) for h in hub_server.blob_gets()]
-    assert gets[0] == (f"/lfs/{SHA}/2", None)  # the child's own resolve, then its GET
-    assert gets[1:] == [(f"/lfs/{SHA}/4", f"bytes={HALF}-")]  # resolved afresh, resumed
+    assert gets[0] == (f"/lfs/{SHA}/1", None)  # the child's resolve, then its GET
+    assert gets[1:] == [(f"/lfs/{SHA}/2", f"bytes={HALF}-")]  # resolved afresh (1 expired)
+    assert hub_server.count("HEAD") == 2
     assert list(kzoo_home.rglob("*.part.*")) == []
 
 
@@ -311,3 +312,12 @@ def test_a_hf_cache_without_symlinks_is_used_once_the_hub_names_the_hash(hub_ser
         hub_file(NAME, "model.safetensors", r.commit) == snapshot / r.commit / "model.safetensors"
     )
     assert hub_server.blob_gets() == []
+
+
+def test_a_signed_url_that_expired_is_resolved_afresh(hub_server):
+    r = hub_server.add(repo(live_urls=1))
+    locate(NAME, "model.safetensors", r.commit)  # signs URL 1, remembered for the fetch
+    hub_server.sign(r, SHA, BLOB)  # someone else's resolve: URL 1 expires
+    assert hub_file(NAME, "model.safetensors", r.commit).read_bytes() == BLOB
+    gets = [h.path for h in hub_server.blob_gets()]
+    assert gets == [f"/lfs/{SHA}/1", f"/lfs/{SHA}/3"]  # 404, then a fresh resolve

@@ -354,10 +354,11 @@ def _try_sources(
 def _get_from_hub(job: PartialDownload, url: str, pins: dict[str, str]) -> dict[str, str]:
     """Fetch an ``hf://`` source: resolve it, then GET where it points; return the digests.
 
-    The HEAD names the file's sha256, which is checked whatever the caller pinned (a
-    different pinned sha256 fails before any byte moves). The storage URL is signed, so the
-    token stays with the Hub; a URL that stopped working (expired) is resolved once more and
-    the download resumes from where it stopped.
+    The HEAD (or this process's answer of the last 30 s: a file just located costs no second
+    HEAD) names the file's sha256, which is checked whatever the caller pinned (a different
+    pinned sha256 fails before any byte moves). The storage URL is signed, so the token stays
+    with the Hub; a URL that stopped working (expired) is resolved afresh and the download
+    resumes from where it stopped.
     """
     ident = hub.parse(url)
     if ident.filename is None:
@@ -368,7 +369,7 @@ def _get_from_hub(job: PartialDownload, url: str, pins: dict[str, str]) -> dict[
     try:
         for attempt in (0, 1):
             resolved = hub.resolve(ident.repo, ident.filename, ident.rev, session=job.session,
-                                   timeout=job.timeout)  # fmt: skip
+                                   timeout=job.timeout, max_age=0 if attempt else 30)  # fmt: skip
             source_pins = dict(pins)
             info = resolved.info
             if info.sha256 is not None:

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 import urllib.parse
 from collections.abc import Mapping
@@ -274,8 +275,15 @@ def resolve(
     timeout: float | tuple[float, float] = _TIMEOUT,
     retries: int = 3,
     backoff: float = 0.5,
+    max_age: float = 0.0,
 ) -> Resolved:
     """Resolve one file with a HEAD request: its commit, hash, size and where its bytes are.
+
+    Args:
+        max_age: Seconds for which an answer this process already got (same endpoint, repo,
+            file, revision and token) still serves, so that a file located and then fetched
+            costs one HEAD. Signed URLs live far longer; a fetch that fails with a reused one
+            resolves afresh. 0 always asks.
 
     Raises:
         OfflineError: ``KZOO_OFFLINE`` or ``HF_HUB_OFFLINE`` is set (no request is made).
@@ -289,13 +297,18 @@ def resolve(
             f"{_offline_variable()} forbids it; load it once online (the revision is then "
             "pinned in kzoo's cache) or use a commit that is cached"
         )
+    key = (endpoint(), repo, filename, revision, token())
+    with _recent_lock:
+        recent = _recent.get(key)
+    if recent is not None and time.monotonic() - recent[0] <= max_age:
+        return recent[1]
     url = resolve_url(repo, filename, revision)
     own = session is None
     session = session or requests.Session()
     try:
         for attempt in range(retries + 1):
             try:
-                return _resolve_once(session, url, repo, filename, revision, timeout)
+                resolved = _resolve_once(session, url, repo, filename, revision, timeout)
             except _Transient as exc:
                 if attempt >= retries:
                     raise DownloadError(
@@ -306,10 +319,24 @@ def resolve(
                 wait = min(backoff * 2**attempt, 30.0) if exc.wait is None else exc.wait
                 log.warning("%s: %s; retrying in %.2f s", url, exc, wait)
                 time.sleep(min(wait, 30.0))
+                continue
+            with _recent_lock:  # the answer for a branch is the answer for its commit too
+                _recent[key] = _recent[(*key[:3], resolved.commit, key[4])] = (
+                    time.monotonic(),
+                    resolved,
+                )
+                while len(_recent) > 64:  # oldest first: dicts keep insertion order
+                    _recent.pop(next(iter(_recent)))
+            return resolved
     finally:
         if own:
             session.close()
     raise AssertionError("unreachable")
+
+
+# The last answers of this process, for resolve(max_age=...): key -> (monotonic time, answer)
+_recent: dict[tuple[str, ...], tuple[float, Resolved]] = {}
+_recent_lock = threading.Lock()
 
 
 class _Transient(Exception):

@@ -159,7 +159,7 @@ def hub_file(
         return hit
     if hub.hub_offline():
         raise _offline_error(repo, commit, filename, "the file is not cached")
-    resolved = located.resolved or hub.resolve(repo, filename, commit)
+    resolved = located.resolved or hub.resolve(repo, filename, commit, max_age=30)
     return hub.fetch_small(resolved, root)
 
 
