@@ -38,7 +38,7 @@ from pathlib import Path
 
 import requests
 
-from kzoo.download import fetch
+from kzoo.download import fetch, hub
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 
@@ -122,6 +122,7 @@ def main() -> None:
                 for name in order:
                     path = Path(tmp) / f"{name}.bin"
                     os.sync()  # the previous run's writeback is not this run's cost
+                    hub.forget_resolved()  # each hub run pays for its HEAD
                     start, cpu = time.perf_counter(), time.process_time()
                     if name == "raw":
                         raw_copy(url, path)
@@ -146,7 +147,7 @@ def main() -> None:
 
     raw, verified = statistics.median(speeds["raw"]), statistics.median(speeds["fetch"])
     md5_only = statistics.median(speeds["fetch-md5"])
-    hub = statistics.median(speeds["hub"])
+    via_hub = statistics.median(speeds["hub"])
     durable = statistics.median(speeds["raw+fsync"])
     print(f"payload {args.mb} MiB over loopback, median of {args.repeat} runs each")
     print(f"load average before the last run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
@@ -154,12 +155,12 @@ def main() -> None:
     print(f"raw copy + fsync (info)      {durable:8.1f} MB/s")
     print(f"fetch sha256+fsync           {verified:8.1f} MB/s")
     print(f"fetch md5+fsync (info)       {md5_only:8.1f} MB/s")
-    print(f"hub HEAD+302+sha256+fsync    {hub:8.1f} MB/s")
+    print(f"hub HEAD+302+sha256+fsync    {via_hub:8.1f} MB/s")
     for name in ("sha256", "md5"):
         print(f"{name + ' in memory, one core':28s} {hash_speed(name, size):8.1f} MB/s")
     print(f"ratio fetch/(raw+fsync) (info): {verified / durable:.2f}")
     paired = statistics.median(h / f for h, f in zip(speeds["hub"], speeds["fetch"], strict=True))
-    print(f"ratio hub/fetch (target >= 0.95): {hub / verified:.2f}")
+    print(f"ratio hub/fetch (target >= 0.95): {via_hub / verified:.2f}")
     print(f"ratio hub/fetch, median of the runs' own ratios (steadier under load): {paired:.2f}")
     print(f"ratio fetch/raw: {verified / raw:.2f}")
 

@@ -57,6 +57,7 @@ __all__ = [
     "auth_headers",
     "endpoint",
     "fetch_small",
+    "forget_resolved",
     "git_blob_sha1",
     "headers_of",
     "hub_offline",
@@ -337,6 +338,12 @@ def resolve(
 # The last answers of this process, for resolve(max_age=...): key -> (monotonic time, answer)
 _recent: dict[tuple[str, ...], tuple[float, Resolved]] = {}
 _recent_lock = threading.Lock()
+
+
+def forget_resolved() -> None:
+    """Drop the answers this process remembers, so that the next :func:`resolve` asks."""
+    with _recent_lock:
+        _recent.clear()
 
 
 class _Transient(Exception):
