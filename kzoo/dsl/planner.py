@@ -428,6 +428,7 @@ class _Planner:
     def residual(self, block: Block, copy: int) -> None:
         """``R[body]`` / ``PR[body]``, optionally ``|shortcut``: body, shortcut, add."""
         saved = (self.ctx, self.index, self.in_shortcut, self.last)
+        outer = (self.deferred, self.moved_act)  # a residual group inside a residual body
         self.unit += 1
         self.ctx, self.index, self.in_shortcut = f"conv{self.stage}_block{self.unit}", 0, False
         start_x, start_shape = self.x, self.shape
@@ -484,6 +485,7 @@ class _Planner:
             self.add(f"{self.ctx}_out", moved, {"activation": moved}, f"+{moved}", block.span)
         block_name = self.ctx
         self.ctx, self.index, self.in_shortcut, _ = saved
+        self.deferred, self.moved_act = outer
         self.last = block_name
 
     def shortcut(
