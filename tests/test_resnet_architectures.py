@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import kzoo
-from kzoo.dsl import plan
+from kzoo.dsl import parse, plan
 
 # keras.applications leaves these layers to Keras's global name counter, so a name can only
 # match in a fresh session; they are compared by position, kind and shape instead
@@ -109,6 +109,14 @@ def test_resnet50_adds_take_the_shortcut_first(resnet50):
     assert inbound(ours) == inbound(theirs)
     assert inbound(ours)["conv2_block1_add"] == ["conv2_block1_0_bn", "conv2_block1_3_bn"]
     assert inbound(ours)["conv2_block2_add"] == ["conv2_block1_out", "conv2_block2_3_bn"]
+
+
+@pytest.mark.parametrize("name", ["resnet50", "resnet50_v2"])
+def test_to_string_of_the_keras_twin_is_the_architecture_string(name, resnet50, resnet50_v2):
+    ours, theirs = resnet50 if name == "resnet50" else resnet50_v2
+    text = kzoo.to_string(theirs)
+    assert text == kzoo.to_string(ours)
+    assert parse(text) == parse("224x224x3:" + kzoo.list_architectures()[name])
 
 
 def test_resnet50_computes_what_keras_resnet50_computes(resnet50):
