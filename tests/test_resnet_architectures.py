@@ -170,6 +170,8 @@ def test_inception_v3_is_keras_inception_v3_in_order_kind_and_shape():
     for mine, other in zip(ours.layers, theirs.layers, strict=True):
         if mine.name in named:
             assert mine.name == other.name
+    text = kzoo.to_string(theirs)
+    assert parse(text) == parse("299x299x3:" + kzoo.list_architectures()["inception_v3"])
     same_outputs(ours, theirs, size=299)
 
 
