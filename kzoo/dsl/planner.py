@@ -21,7 +21,7 @@ from kzoo.dsl.parser import parse
 from kzoo.dsl.tokens import ACTIVATIONS, Token, TokenProblem, get_token
 from kzoo.errors import Hint, SpecError
 
-__all__ = ["Plan", "Step", "plan", "resolve"]
+__all__ = ["Plan", "Step", "plan", "resolve", "unstrided"]
 
 
 @dataclass
@@ -208,14 +208,14 @@ def _has_block(items: tuple[Item, ...]) -> bool:
     )
 
 
-def _unstrided(items: tuple[Item, ...]) -> tuple[Item, ...]:
+def unstrided(items: tuple[Item, ...]) -> tuple[Item, ...]:
     """The items with their convolutions' strides removed (later copies of a residual group)."""
     out: list[Item] = []
     for item in items:
         if isinstance(item, Group):
-            out.append(replace(item, items=_unstrided(item.items)))
+            out.append(replace(item, items=unstrided(item.items)))
         elif isinstance(item, Block):
-            out.append(replace(item, branches=tuple(_unstrided(b) for b in item.branches)))
+            out.append(replace(item, branches=tuple(unstrided(b) for b in item.branches)))
         elif _role(item) == "conv":
             out.append(replace(item, flags=tuple(f for f in item.flags if f[0] != "s")))
         else:
@@ -264,6 +264,13 @@ def _with_bn(items: tuple[Item, ...]) -> tuple[Item, ...]:
         else:
             out.append(item)
     return tuple(out)
+
+
+def _linear(layer: Layer) -> Layer:
+    """A layer with no activation unless it names one."""
+    if any(_modifier_role(m.keyword) == "activation" for m in layer.modifiers):
+        return layer
+    return replace(layer, modifiers=(*layer.modifiers, Modifier("linear")))
 
 
 def _linear_without_bn(layer: Layer) -> Layer:
@@ -421,10 +428,11 @@ class _Planner:
     def residual(self, block: Block, copy: int) -> None:
         """``R[body]`` / ``PR[body]``, optionally ``|shortcut``: body, shortcut, add."""
         saved = (self.ctx, self.index, self.in_shortcut, self.last)
+        outer = (self.deferred, self.moved_act)  # a residual group inside a residual body
         self.unit += 1
         self.ctx, self.index, self.in_shortcut = f"conv{self.stage}_block{self.unit}", 0, False
         start_x, start_shape = self.x, self.shape
-        body = block.branches[0] if copy == 0 else _unstrided(block.branches[0])
+        body = block.branches[0] if copy == 0 else unstrided(block.branches[0])
         self.depth += 1
         source = start_x
         if block.kind == "PR":  # BN-relu before the body; a projection reads it too
@@ -449,7 +457,9 @@ class _Planner:
         body_x, body_shape = self.x, self.shape
         if len(block.branches) == 2:
             self.x, self.shape, self.in_shortcut = source, start_shape, True
-            shortcut = block.branches[1] if copy == 0 else _unstrided(block.branches[1])
+            shortcut = block.branches[1] if copy == 0 else unstrided(block.branches[1])
+            # a projection: the activation after the add serves both paths
+            shortcut, _ = _split_last(shortcut, _linear, ("conv", "dense"))
             for inner in shortcut:
                 self.item(inner)
             short_x, short_shape = self.x, self.shape
@@ -475,6 +485,7 @@ class _Planner:
             self.add(f"{self.ctx}_out", moved, {"activation": moved}, f"+{moved}", block.span)
         block_name = self.ctx
         self.ctx, self.index, self.in_shortcut, _ = saved
+        self.deferred, self.moved_act = outer
         self.last = block_name
 
     def shortcut(
