@@ -302,3 +302,11 @@ def test_to_string_writes_pre_activation_blocks_back():
     text = kzoo.to_string(model)
     assert text == GRAPHS[2]
     assert graph_signature(kzoo.build(text)) == graph_signature(model)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "resnet50_v2", "resnet18"])
+def test_any_size_input_plans_the_same_shortcuts(name):
+    fixed = kzoo.explain(name, include_top=False, pooling="avg")
+    any_size = kzoo.explain(name, input_shape=(None, None, 3), include_top=False, pooling="avg")
+    assert [r.name for r in any_size.rows] == [r.name for r in fixed.rows]
+    assert any_size.total_params == fixed.total_params
