@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import kzoo
-from kzoo.dsl import plan
+from kzoo.dsl import parse, plan
 
 # keras.applications leaves these layers to Keras's global name counter, so a name can only
 # match in a fresh session; they are compared by position, kind and shape instead
@@ -111,6 +111,14 @@ def test_resnet50_adds_take_the_shortcut_first(resnet50):
     assert inbound(ours)["conv2_block2_add"] == ["conv2_block1_out", "conv2_block2_3_bn"]
 
 
+@pytest.mark.parametrize("name", ["resnet50", "resnet50_v2"])
+def test_to_string_of_the_keras_twin_is_the_architecture_string(name, resnet50, resnet50_v2):
+    ours, theirs = resnet50 if name == "resnet50" else resnet50_v2
+    text = kzoo.to_string(theirs)
+    assert text == kzoo.to_string(ours)
+    assert parse(text) == parse("224x224x3:" + kzoo.list_architectures()[name])
+
+
 def test_resnet50_computes_what_keras_resnet50_computes(resnet50):
     same_outputs(*resnet50, size=224)
 
@@ -162,6 +170,8 @@ def test_inception_v3_is_keras_inception_v3_in_order_kind_and_shape():
     for mine, other in zip(ours.layers, theirs.layers, strict=True):
         if mine.name in named:
             assert mine.name == other.name
+    text = kzoo.to_string(theirs)
+    assert parse(text) == parse("299x299x3:" + kzoo.list_architectures()["inception_v3"])
     same_outputs(ours, theirs, size=299)
 
 

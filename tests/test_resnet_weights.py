@@ -403,6 +403,25 @@ def test_kzoo_load_of_keras_applications_resnet50_file_matches_keras_application
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("include_top", [True, False], ids=["top", "notop"])
+def test_kzoo_load_of_keras_applications_resnet50v2_file_matches_keras_applications(
+    include_top, tmp_path
+):
+    import keras
+
+    import kzoo
+
+    source = keras.applications.ResNet50V2(weights=None, include_top=include_top)
+    _randomise(source, seed=7)
+    path = tmp_path / "resnet50v2.h5"
+    _legacy_file(source, path)
+    x = np.random.default_rng(0).uniform(0, 255, (1, 224, 224, 3)).astype("f4")
+    inputs = keras.applications.resnet_v2.preprocess_input(x.copy())
+    model = kzoo.load("resnet50_v2", weights=path, include_top=include_top, preprocessing=False)
+    np.testing.assert_array_equal(predict(model, inputs), predict(source, inputs))
+
+
+@pytest.mark.slow
 def test_kzoo_load_of_inception_v3_file_matches_keras_applications(tmp_path):
     import keras
 

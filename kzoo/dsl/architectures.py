@@ -89,23 +89,34 @@ def _inception_v3() -> str:
     def pool_branch(filters: int) -> str:
         return f"AP3s1p-{filters}C1+BN"
 
-    stem = c("32C3s2v-32C3v-64C3") + "-MP3s2-" + c("80C1v-192C3v") + "-MP3s2"
-    mixed_35 = [
-        f"cat[{c('64C1')}|{c('48C1-64C5')}|{c('64C1-96C3-96C3')}|{pool_branch(pool)}]"
-        for pool in (32, 64, 64)
-    ]
+    stem = c("32C3s2v-32C3v-64C3") + "-MP3s2-" + c("80C1-192C3v") + "-MP3s2"
+
+    def mixed_35(pool: int) -> str:
+        return f"cat[{c('64C1')}|{c('48C1-64C5')}|{c('64C1-96C3-96C3')}|{pool_branch(pool)}]"
+
+    def mixed_17(n: int) -> str:
+        return (
+            f"cat[{c('192C1')}|{c(f'{n}C1-{n}C1,7-192C7,1')}"
+            f"|{c(f'{n}C1-{n}C7,1-{n}C1,7-{n}C7,1-192C1,7')}|{pool_branch(192)}]"
+        )
+
     mixed3 = f"cat[{c('384C3s2v')}|{c('64C1-96C3-96C3s2v')}|MP3s2]"
-    mixed_17 = [
-        f"cat[{c('192C1')}|{c(f'{n}C1-{n}C1,7-192C7,1')}"
-        f"|{c(f'{n}C1-{n}C7,1-{n}C1,7-{n}C7,1-192C1,7')}|{pool_branch(192)}]"
-        for n in (128, 160, 160, 192)
-    ]
     mixed8 = f"cat[{c('192C1-320C3s2v')}|{c('192C1-192C1,7-192C7,1-192C3s2v')}|MP3s2]"
     split = f"cat[{c('384C1,3')}|{c('384C3,1')}]"
     mixed_8 = (
         f"cat[{c('320C1')}|{c('384C1')}-{split}|{c('448C1-384C3')}-{split}|{pool_branch(192)}]x2"
     )
-    blocks = [stem, *mixed_35, mixed3, *mixed_17, mixed8, mixed_8]
+    blocks = [
+        stem,
+        mixed_35(32),
+        mixed_35(64) + "x2",
+        mixed3,
+        mixed_17(128),
+        mixed_17(160) + "x2",
+        mixed_17(192),
+        mixed8,
+        mixed_8,
+    ]
     return "{scale=false}" + "-".join(blocks) + "-GAP-FC1000"
 
 

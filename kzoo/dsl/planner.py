@@ -281,6 +281,16 @@ def _linear_without_bn(layer: Layer) -> Layer:
     return replace(layer, modifiers=mods)
 
 
+def _stride(steps: list[Step]) -> int:
+    """The product of the strides of the convolutions and pools among ``steps``."""
+    stride = 1
+    for step in steps:
+        strides = step.params.get("strides")
+        if strides and step.token.role in ("conv", "pool"):
+            stride *= strides[0]
+    return stride
+
+
 class _Stop(Exception):
     """include_top=False reached the top of the network."""
 
@@ -428,6 +438,7 @@ class _Planner:
     def residual(self, block: Block, copy: int) -> None:
         """``R[body]`` / ``PR[body]``, optionally ``|shortcut``: body, shortcut, add."""
         saved = (self.ctx, self.index, self.in_shortcut, self.last)
+        outer = (self.deferred, self.moved_act)  # a residual group inside a residual body
         self.unit += 1
         self.ctx, self.index, self.in_shortcut = f"conv{self.stage}_block{self.unit}", 0, False
         start_x, start_shape = self.x, self.shape
@@ -462,7 +473,7 @@ class _Planner:
             for inner in shortcut:
                 self.item(inner)
             short_x, short_shape = self.x, self.shape
-        elif body_shape == start_shape:
+        elif body_shape == start_shape and _stride(body_steps) == 1:  # sizes may be None
             short_x, short_shape = start_x, start_shape
         else:
             short_x, short_shape = self.shortcut(
@@ -484,6 +495,7 @@ class _Planner:
             self.add(f"{self.ctx}_out", moved, {"activation": moved}, f"+{moved}", block.span)
         block_name = self.ctx
         self.ctx, self.index, self.in_shortcut, _ = saved
+        self.deferred, self.moved_act = outer
         self.last = block_name
 
     def shortcut(
@@ -496,11 +508,7 @@ class _Planner:
         body_shape: Shape,
     ) -> tuple[str, Shape]:
         """The implicit shortcut: a 1x1 projection (or, in PR, a strided 1x1 max pool)."""
-        stride = 1
-        for step in body_steps:
-            strides = step.params.get("strides")
-            if strides and step.token.role in ("conv", "pool"):
-                stride *= strides[0]
+        stride = _stride(body_steps)
         convs = [s for s in body_steps if s.token.role == "conv"]
         span = block.span
         if len(start_shape) != 3 or len(body_shape) != 3 or not convs:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from kzoo.dsl.ast import Layer, format_number, unparse_item
+from kzoo.dsl.ast import Layer, format_number, unparse_item, unparse_layer
 from kzoo.dsl.builtin_tokens import activation_name, int_pair, pair_text
 from kzoo.dsl.parser import parse
 from kzoo.dsl.planner import unstrided
@@ -121,7 +121,9 @@ class _Writer:
         text = f"{cfg['filters']}C" + pair_text(int_pair(cfg["kernel_size"]))
         text += f"s{strides[0]}" if strides[0] != 1 else ""
         text += f"d{dilation[0]}" if dilation[0] != 1 else ""
-        text += "v" if cfg["padding"] == "valid" else ""
+        # a 1x1 kernel pads by nothing either way: only larger kernels say 'v'
+        one = int_pair(cfg["kernel_size"]) == (1, 1)
+        text += "v" if cfg["padding"] == "valid" and not one else ""
         act = activation_name(cfg["activation"])
         return text + self.attached("relu", cfg["use_bias"], act) + self.options(cfg)
 
@@ -317,7 +319,12 @@ class _Graph:
                 continue
             items += self.write(run)
             run = []
+            self.drop_preact = False
             block, current = self.block(current)
+            if self.drop_preact:  # PR[...] makes its own BN-relu
+                if items[-2:] != ["BN", "relu"]:
+                    raise ValueError(f"Cannot write the pre-activation before {current!r}.")
+                del items[-2:]
             items.append(block)
         items += self.write(run)
         return items, current
@@ -360,18 +367,64 @@ class _Graph:
                 moved = after[0]
             shortcut_src, body_src = sources
             body = self.branch_text(ends, body_src, current, moved)
+            shortcut = [] if shortcut_src == current else [_text(i) for i in ends[shortcut_src]]
+            if shortcut and shortcut[-1].endswith("+linear"):  # a shortcut ends linear anyway
+                shortcut[-1] = shortcut[-1][: -len("+linear")]
+            pre_activation = self.pre_activation(merge, current, body, shortcut, moved)
+            if pre_activation is not None:
+                return (stage.group(1), pre_activation), merge
             text = "R[" + body
-            if shortcut_src != current:
-                shortcut = [_text(i) for i in ends[shortcut_src]]
-                if shortcut[-1].endswith("+linear"):  # a shortcut ends linear by default
-                    shortcut[-1] = shortcut[-1][: -len("+linear")]
-                if not _implicit(body, "-".join(shortcut)):
-                    text += "|" + "-".join(shortcut)
+            if shortcut and not _implicit(body, "-".join(shortcut)):
+                text += "|" + "-".join(shortcut)
             text += "]"
             return (stage.group(1), text), moved or merge
         kind = "cat" if self.kind(merge) == "Concatenate" else "add"
         parts = [self.branch_text(ends, src, current, None) for src in sources]
         return f"{kind}[" + "|".join(parts) + "]", merge
+
+    def pre_activation(
+        self, merge: str, current: str, body: str, shortcut: list[str], moved: str | None
+    ) -> str | None:
+        """``PR[...]`` when the block is keras.applications' v2 block, else None.
+
+        Its BN-relu reads the block input: inside the body when the shortcut is the input (or
+        its 1x1 max pool), before the fan-out when a projection reads the pre-activated input
+        (then :meth:`walk` drops the ``BN-relu`` it wrote before the block).
+        """
+        if moved is not None or not merge.endswith("_out"):
+            return None
+        inside = body.startswith("BN-relu-")
+        before = current.endswith("_preact_relu") and self.kind(current) == "Activation"
+        if not (inside or before):
+            return None
+        items = parse(body[len("BN-relu-") :] if inside else body).items
+        if not items or not all(isinstance(i, Layer) for i in items):
+            return None
+        convs = [i for i, layer in enumerate(items) if layer.keyword == "C"]
+        if not convs or convs[-1] != len(items) - 1:
+            return None
+        plain = []
+        for i, layer in enumerate(items):
+            mods = layer.modifiers
+            if i in convs[:-1]:
+                if [m.keyword for m in mods] != ["BN"]:
+                    return None
+                mods = ()
+            elif i == convs[-1]:
+                if [m.keyword for m in mods] != ["linear"]:
+                    return None
+                mods = ()
+            plain.append(unparse_layer(replace(layer, modifiers=mods)))
+        text = "-".join(plain)
+        if inside and shortcut and not (len(shortcut) == 1 and shortcut[0].startswith("MP1s")):
+            return None  # a shortcut of the raw input other than Keras's max pool
+        if before and not shortcut:
+            return None
+        tail = ""
+        if before and not _implicit(body, shortcut[0] if len(shortcut) == 1 else "-"):
+            tail = "|" + "-".join(shortcut)
+        self.drop_preact = before
+        return f"PR[{text}{tail}]"
 
     def branch_text(self, ends: dict, source: str, current: str, moved: str | None) -> str:
         if source == current:
