@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import socket
 import threading
 import urllib.parse
 from collections.abc import Sequence
@@ -182,6 +183,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
 
+def _second_loopback() -> str:
+    """127.0.0.2 where the system routes all of 127/8 (Linux), else ``localhost``: another
+    host name for the same machine, which is all the token check compares."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.2", 0))
+        except OSError:
+            return "localhost"
+    return "127.0.0.2"
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -199,7 +211,7 @@ class HubServer:
         self.renamed: dict[str, str] = {}
         self._hits: list[Hit] = []
         self._lock = threading.Lock()
-        self.blobs = FaultServer(lifetime, host="127.0.0.2")
+        self.blobs = FaultServer(lifetime, host=_second_loopback())
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.owner = self
         self.port = self._server.server_address[1]
