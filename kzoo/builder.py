@@ -1,7 +1,8 @@
 """Architecture strings -> Keras models.
 
-All decisions (names, BN placement, head, padding, shapes) are made in pure Python by
-:func:`kzoo.dsl.plan`; this module only turns each planned step into one Keras layer: the
+All decisions (names, BN placement, head, padding, shapes, the wiring of residual and
+branching graphs) are made in pure Python by :func:`kzoo.dsl.plan`; this module only turns
+each planned step into one Keras layer called on the tensors of the steps it names: the
 ``keras.layers`` class a built-in token names as data (its planned parameters are the
 constructor's arguments), or a user token's own ``build`` function. The way back,
 :func:`kzoo.to_string`, lives in :mod:`kzoo.dsl.writer`.
@@ -82,9 +83,11 @@ def build(
     )
     inputs = keras.Input(shape=steps.input_shape, name=steps.input_name)
     x = preprocessing(inputs) if preprocessing is not None else inputs
+    tensors = {steps.input_name: x}
     for step in steps.steps:
+        args = [tensors[name] for name in step.inputs] if step.inputs else [x]
         try:  # a layer's options are checked by Keras when it is made and when it is called
-            x = make_layer(step)(x)
+            x = tensors[step.name] = make_layer(step)(args[0] if len(args) == 1 else args)
         except SpecError:
             raise
         except (ValueError, TypeError, ImportError) as problem:

@@ -11,7 +11,12 @@ out of range) is a plain ``ValueError`` naming the argument, as in Keras and Num
     ├── ManifestError (ValueError)       a manifest that does not validate; names the bad key
     ├── DownloadError (OSError)          a file that could not be fetched
     │   ├── ChecksumError                fetched, but its size or hash is wrong (nothing is kept)
-    │   └── OfflineError                 KZOO_OFFLINE=1 and the file is not cached
+    │   ├── OfflineError                 KZOO_OFFLINE=1 and the file is not cached
+    │   └── HubError                     the Hugging Face Hub refused a file; .code, .repo
+    │       ├── RepoNotFoundError        no such repo (or a private one without a token)
+    │       ├── RevisionNotFoundError    no such branch, tag or commit in the repo
+    │       ├── EntryNotFoundError       no such file at that revision
+    │       └── GatedRepoError           the repo's conditions are not accepted for the token
     ├── ConversionError (ValueError)     a weights file unreadable or unfit for the model
     │   └── UnsafePickleError            a pickle that asks for anything but numpy arrays
     ├── TransferError (ValueError)       a transfer-learning request that cannot work
@@ -39,12 +44,17 @@ __all__ = [
     "ChecksumError",
     "ConversionError",
     "DownloadError",
+    "EntryNotFoundError",
     "ExportError",
+    "GatedRepoError",
     "Hint",
+    "HubError",
     "ImageError",
     "KzooError",
     "ManifestError",
     "OfflineError",
+    "RepoNotFoundError",
+    "RevisionNotFoundError",
     "SpecError",
     "TrainingError",
     "TransferError",
@@ -201,6 +211,38 @@ class ChecksumError(DownloadError):
 
 class OfflineError(DownloadError):
     """``KZOO_OFFLINE=1`` is set and the file is not in the cache."""
+
+
+class HubError(DownloadError):
+    """The Hugging Face Hub (or a mirror at ``HF_ENDPOINT``) refused a file.
+
+    Attributes:
+        code: The Hub's ``X-Error-Code`` (``"GatedRepo"``, ...), or None when it sent none.
+        repo: The repo, ``"org/name"``.
+    """
+
+    def __init__(
+        self, *args: object, code: str | None = None, repo: str = "", hints: Sequence[Hint] = ()
+    ) -> None:
+        super().__init__(*args, hints=hints)
+        self.code = code
+        self.repo = repo
+
+
+class RepoNotFoundError(HubError):
+    """No such repo on the Hub, or a private one the token (if any) cannot see."""
+
+
+class RevisionNotFoundError(HubError):
+    """No such branch, tag or commit in the repo."""
+
+
+class EntryNotFoundError(HubError):
+    """No such file in the repo at that revision."""
+
+
+class GatedRepoError(HubError):
+    """A gated repo whose conditions the token's account has not accepted (or no token)."""
 
 
 class ConversionError(KzooError, ValueError):

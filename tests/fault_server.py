@@ -133,7 +133,9 @@ class _Handler(BaseHTTPRequestHandler):
             extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
             return self._plain(fault.status, b"injected failure", extra)
         if kind == "redirect":
-            target = f"http://127.0.0.1:{self.server.server_address[1]}{fault.location}"
+            target = (
+                f"http://{self.server.owner.host}:{self.server.server_address[1]}{fault.location}"
+            )
             return self._plain(302, b"", {"Location": target})
         status, body, headers = 200, data, {}
         if kind == "bad_content_range":
@@ -203,14 +205,18 @@ class FaultServer:
     Args:
         lifetime: Seconds after which the server stops by itself.
         tls: ``(certfile, keyfile)`` to serve HTTPS instead of HTTP (see :func:`self_signed`).
+        host: The loopback address to listen on (``127.0.0.2`` makes a second "host").
     """
 
-    def __init__(self, lifetime: float = 300.0, tls: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self, lifetime: float = 300.0, tls: tuple[str, str] | None = None, host: str = "127.0.0.1"
+    ) -> None:
+        self.host = host
         self._payloads: dict[str, tuple[bytes, list[list]]] = {}
         self._hits: list[Hit] = []
         self._lock = threading.Lock()
         self._stopped = threading.Event()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server = _Server((host, 0), _Handler)
         self._server.owner = self
         self.scheme = "http"
         if tls is not None:
@@ -250,7 +256,7 @@ class FaultServer:
 
     def url(self, path: str) -> str:
         """The absolute URL of ``path`` on this server."""
-        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://{self.host}:{self.port}{path}"
 
     def add(self, path: str, payload: bytes, *faults: Fault) -> str:
         """Serve ``payload`` at ``path`` with ``faults`` applied in order; return its URL."""
@@ -274,6 +280,11 @@ class FaultServer:
     def _record(self, hit: Hit) -> None:
         with self._lock:
             self._hits.append(hit)
+
+    def remove(self, path: str) -> None:
+        """Stop serving ``path`` (404 from now on), e.g. a signed URL that expired."""
+        with self._lock:
+            self._payloads.pop(path, None)
 
     def hits(self, path: str | None = None) -> list[Hit]:
         """Every request received (for ``path`` only, when given), oldest first."""

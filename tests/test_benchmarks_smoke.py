@@ -56,6 +56,10 @@ def test_bench_convert_tiny_converts_every_format_and_matches_the_numpy_referenc
         "lasagne",
         "safetensors_vgg",
         "safetensors_vgg_timm",
+        "resnet50_keras_h5",
+        "resnet50_caffe",
+        "resnet50_torch_pth",
+        "resnet50_torch_safetensors",
     }
     for row in figures.values():
         assert row["reference_error"] < 1e-5

@@ -53,6 +53,15 @@ def test_torch_mode_scales_to_unit_range_then_standardises_with_imagenet_stats()
     np.testing.assert_allclose(_np(ImagePreprocessing("torch")(x)), expected, atol=1e-5)
 
 
+@pytest.mark.backend
+def test_tf_mode_scales_rgb_to_minus_one_one():
+    x = _images()
+    expected = x.astype(np.float64) / 127.5 - 1.0
+    np.testing.assert_allclose(_np(ImagePreprocessing("tf")(x)), expected, atol=1e-5)
+    extremes = np.array([[[[0, 255, 127.5]]]], np.float32)
+    np.testing.assert_allclose(_np(ImagePreprocessing("tf")(extremes)), [[[[-1, 1, 0]]]], atol=1e-6)
+
+
 def test_custom_mean_and_std_replace_the_modes_constants():
     x = _images()
     mean, std = (10.0, 20.0, 30.0), (2.0, 4.0, 8.0)
@@ -69,7 +78,7 @@ def test_none_mode_is_a_float_cast_unless_given_statistics():
 
 
 @pytest.mark.backend
-@pytest.mark.parametrize("mode", ["caffe", "torch", "none"])
+@pytest.mark.parametrize("mode", ["caffe", "torch", "tf", "none"])
 def test_preprocess_images_on_numpy_gives_the_layers_result(mode):
     x = _images(size=7, seed=3)
     from_numpy = preprocess_images(x, mode)

@@ -32,7 +32,7 @@ def _user_model(url: str = "https://example.invalid/tiny.h5") -> dict:
 
 def test_shipped_manifest_validates_and_lists_the_vgg_sources():
     manifest = load_manifest()
-    assert manifest.names() == ["vgg16", "vgg19", "vgg19_bn"]
+    assert manifest.names("vgg*") == ["vgg16", "vgg19", "vgg19_bn"]
     assert set(manifest.model("vgg19").weights) == {"imagenet", "caffe", "lasagne", "tv_in1k"}
     assert manifest.model("vgg19").default_weights == "imagenet"
     assert manifest.model("vgg19").head == "flatten"
@@ -46,6 +46,38 @@ def test_shipped_manifest_pins_the_published_keras_hashes_and_sizes():
     assert top.urls[0].startswith("https://storage.googleapis.com/tensorflow/keras-applications/")
     classes = load_manifest().class_index("imagenet1k")
     assert (classes.file.size, classes.file.md5) == (35363, "c2c37ea517e94d9795004a39431a14cb")
+
+
+def test_shipped_resnet_sources_name_the_variant_each_needs_and_pin_keras_hashes():
+    manifest = load_manifest()
+    assert manifest.names("resnet*") == [
+        "resnet101", "resnet152", "resnet18", "resnet34", "resnet50", "resnet50_v2"
+    ]  # fmt: skip
+    resnet50 = manifest.model("resnet50")
+    assert resnet50.default_weights == "imagenet"
+    assert set(resnet50.weights) == {"imagenet", "caffe", "tv_in1k", "tv2_in1k"}
+    specs = {tag: resnet50.spec_for(source) for tag, source in resnet50.weights.items()}
+    assert specs == {
+        "imagenet": "resnet50",
+        "caffe": "resnet50_caffe",
+        "tv_in1k": "resnet50_torch",
+        "tv2_in1k": "resnet50_torch",
+    }
+    modes = {tag: source.preprocessing for tag, source in resnet50.weights.items()}
+    assert modes == {"imagenet": "caffe", "caffe": "caffe", "tv_in1k": "torch", "tv2_in1k": "torch"}
+    imagenet = resnet50.weights["imagenet"].files
+    assert imagenet["top"].md5 == "2cb95161c43110f7111970584f804107"
+    assert imagenet["notop"].md5 == "4d473c1dd8becc155b73f8504c6f6626"
+    assert resnet50.weights["caffe"].import_only
+    assert resnet50.weights["tv_in1k"].files["top"].filename == "resnet50-0676ba61.pth"
+    assert resnet50.weights["tv2_in1k"].files["top"].filename == "resnet50-11ad3fa6.pth"
+    for depth in (18, 34):
+        entry = manifest.model(f"resnet{depth}")
+        assert set(entry.weights) == {"tv_in1k"}
+        assert entry.spec_for(entry.weights["tv_in1k"]) == f"resnet{depth}"
+    for name in ("resnet50_v2", "inception_v3"):
+        assert manifest.source(name, "imagenet").preprocessing == "tf"
+    assert manifest.model("inception_v3").input_shape == (299, 299, 3)
 
 
 def test_caffe_source_has_no_pin_and_lasagne_is_import_only():
@@ -219,13 +251,15 @@ def test_unknown_model_and_tag_suggest_the_closest():
 @pytest.mark.parametrize(
     ("pattern", "pretrained", "expected"),
     [
-        ("*", False, ["vgg16", "vgg19", "vgg19_bn"]),
+        ("vgg*", False, ["vgg16", "vgg19", "vgg19_bn"]),
         ("vgg19*", False, ["vgg19", "vgg19_bn"]),
         ("vgg1?", False, ["vgg16", "vgg19"]),
         ("*bn*", True, ["vgg19_bn.tv_in1k"]),
-        ("*.tv_in1k", True, ["vgg16.tv_in1k", "vgg19.tv_in1k", "vgg19_bn.tv_in1k"]),
+        ("vgg*.tv_in1k", True, ["vgg16.tv_in1k", "vgg19.tv_in1k", "vgg19_bn.tv_in1k"]),
+        ("*.tv2_in1k", True, ["resnet101.tv2_in1k", "resnet152.tv2_in1k", "resnet50.tv2_in1k"]),
         ("vgg19", True, ["vgg19.caffe", "vgg19.imagenet", "vgg19.lasagne", "vgg19.tv_in1k"]),
-        ("resnet*", False, []),
+        ("resnet5*", False, ["resnet50", "resnet50_v2"]),
+        ("densenet*", False, []),
     ],
 )
 def test_names_match_fnmatch_wildcards(pattern, pretrained, expected):

@@ -429,7 +429,7 @@ WITH_CLASSES = ", ".join(f.name for f in FORMATS.values() if f.embedded_classes)
             f"{S}.licence",
             "MIT",
             f"{S}.licence is not a known key (allowed: format, preprocessing, files, classes, "
-            "license, description, import_only); did you mean 'license'?",
+            "license, description, import_only, spec); did you mean 'license'?",
         ),
         # a file
         (F, URL + "tiny.h5", f"{F} must be a JSON object. Received: '{URL}tiny.h5'"),
@@ -567,3 +567,24 @@ def test_a_long_received_value_is_cut_to_80_characters():
 )
 def test_short_shows_json_and_quoted_strings_up_to_80_characters(value, shown):
     assert short(value) == shown
+
+
+def test_a_source_may_name_its_own_architecture_variant():
+    data = _with(f"{S}.spec", "4C3+BN-MP2-FC10")
+    manifest = parse_manifest(data)
+    assert manifest.models["tiny"].weights["birds-h5"].spec == "4C3+BN-MP2-FC10"
+    assert manifest.models["tiny"].weights["pickled"].spec is None
+    entry = manifest.models["tiny"]
+    assert entry.spec_for(entry.weights["birds-h5"]) == "4C3+BN-MP2-FC10"
+    assert entry.spec_for(entry.weights["pickled"]) == entry.spec == "4C3-MP2-FC10"
+    assert entry.spec_for(None) == entry.spec
+
+
+def test_a_source_spec_that_does_not_parse_names_its_path():
+    message = _message(_with(f"{S}.spec", "4C3-MP2-FC10-"))
+    assert message.startswith(f"{S}.spec must name an architecture")
+
+
+def test_the_former_name_of_the_torch_format_still_reads():
+    manifest = parse_manifest(_with(f"{S}.format", "safetensors_vgg"))
+    assert manifest.models["tiny"].weights["birds-h5"].format == "torch"

@@ -174,6 +174,34 @@ def test_load_downloads_converts_caches_and_matches_the_source_network(
     np.testing.assert_array_equal(outputs(again, images), got)
 
 
+@pytest.mark.backend
+def test_a_source_names_the_architecture_variant_its_weights_need(
+    server, images, tmp_path, monkeypatch
+):
+    # One model name, two sources: the Keras file fits the model's plain spec, torchvision's
+    # BN weights name their own variant ("spec" on the source); a local file of a format takes
+    # the spec of the model's source in that format
+    plain, bn = synthetic.TINY_VGG19, synthetic.TINY_VGG19_BN
+    h5_path, _, _, h5_reference = write_source("keras_h5", tmp_path, plain)
+    tv_path, _, _, tv_reference = write_source("torchvision", tmp_path, bn)
+    sources = {
+        "imagenet": served_source(server, h5_path, "keras_h5", "caffe"),
+        "tv_in1k": {**served_source(server, tv_path, "torch", "torch"), "spec": spec_of(bn)},
+    }
+    manifest_file = tmp_path / "user_manifest.json"
+    manifest_file.write_text(json.dumps(tiny_manifest(sources, plain)))
+    monkeypatch.setenv("KZOO_MANIFEST", str(manifest_file))
+
+    default = kzoo.load("tiny")
+    assert not any(isinstance(x, keras.layers.BatchNormalization) for x in default.layers)
+    got = outputs(default, images)
+    assert ref.relative_error(got, softmax(h5_reference(images))) < TOLERANCE
+    for model in (kzoo.load("tiny.tv_in1k"), kzoo.load("tiny", weights=tv_path)):
+        assert any(isinstance(x, keras.layers.BatchNormalization) for x in model.layers)
+        got = outputs(model, images)
+        assert ref.relative_error(got, softmax(tv_reference(images))) < TOLERANCE
+
+
 def test_notop_file_gives_a_feature_extractor_of_any_size(server, tmp_path):
     layout = synthetic.TINY_VGG19
     top, notop = tmp_path / "top.h5", tmp_path / "notop.h5"
@@ -449,10 +477,10 @@ def test_list_models_matches_wildcards_over_the_merged_manifest():
             }
         }
     )
-    assert kzoo.list_models(manifest=manifest) == ["tiny", "vgg16", "vgg19", "vgg19_bn"]
+    assert kzoo.list_models("[tv]*", manifest=manifest) == ["tiny", "vgg16", "vgg19", "vgg19_bn"]
     assert kzoo.list_models("vgg19*") == ["vgg19", "vgg19_bn"]
     assert kzoo.list_models("t*", pretrained=True, manifest=manifest) == ["tiny.a"]
-    assert kzoo.list_models("*.tv_in1k", pretrained=True) == [
+    assert kzoo.list_models("vgg*.tv_in1k", pretrained=True) == [
         "vgg16.tv_in1k",
         "vgg19.tv_in1k",
         "vgg19_bn.tv_in1k",

@@ -79,6 +79,8 @@ def _images(*attributes: str) -> Check:
 def _saved_model(attribute: str) -> Check:
     def check(args: argparse.Namespace) -> None:
         value = str(getattr(args, attribute))
+        if value.lower().startswith("hf://"):  # a Hub id (docs/zoo.md), not a path
+            return
         if value.endswith(".keras") or "/" in value or "\\" in value:
             _files(attribute)(args)
 
@@ -208,7 +210,9 @@ def _add_zoo(subparsers: argparse._SubParsersAction) -> None:
     def action(name: str, help: str, handler: str, target: str = "required"):
         parser = _command(actions, name, ("zoo", handler), help=help)
         if target == "required":
-            parser.add_argument("name", help="model or model.tag, e.g. vgg19 or vgg19.caffe")
+            parser.add_argument(
+                "name", help="model, model.tag or Hub id: vgg19, vgg19.caffe, hf://org/name"
+            )
             parser.add_argument("tag", nargs="?", help="weights tag (default: the model's)")
         elif target == "optional":
             parser.add_argument("name", nargs="?", help="model or model.tag (default: all)")
@@ -249,7 +253,9 @@ def _add_zoo(subparsers: argparse._SubParsersAction) -> None:
         help="top-k classes of images",
     )
     classify.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PIL reads)")
-    classify.add_argument("--model", default="vgg19", help="zoo model or a saved .keras file")
+    classify.add_argument(
+        "--model", default="vgg19", help="zoo model, Hub id (hf://org/name) or a .keras file"
+    )
     classify.add_argument("--weights", default=None, help="weights tag (default: the model's)")
     classify.add_argument("--top", type=int, default=5, help="how many classes per image")
     classify.add_argument("--labels", help="class names: a text file (one per line) or JSON")
@@ -277,7 +283,9 @@ def _add_transfer(subparsers: argparse._SubParsersAction) -> None:
         help="fine-tune a pretrained network on a folder of images (one sub-folder per class)",
         description="Freeze a pretrained base, train a new head, then fine-tune.",
     )
-    parser.add_argument("--base", default="vgg19", help="zoo model name or a .keras file")
+    parser.add_argument(
+        "--base", default="vgg19", help="zoo model name, Hub id (hf://org/name) or a .keras file"
+    )
     parser.add_argument("--data", required=True, help="folder with one sub-folder per class")
     parser.add_argument(
         "--head",

@@ -95,6 +95,10 @@ def run_list(args: argparse.Namespace) -> int:
 def run_fetch(args: argparse.Namespace) -> int:
     """Download and verify a source's file; print its path."""
     progress = False if args.no_progress else None
+    if _is_hub_id(args.name):
+        _no_tag_for_hub_ids(args)
+        print(zoo.fetch_hub(args.name, cache_dir=args.cache_dir, progress=progress))
+        return 0
     path = zoo.fetch_weights(
         args.name, args.tag, notop=args.notop, manifest=args.manifest, cache_dir=args.cache_dir,
         progress=progress,
@@ -195,9 +199,28 @@ def _classifier(args: argparse.Namespace, labels: list[tuple[str, str]] | None):
         if labels is None and args.weights:
             labels = zoo.class_names(args.weights, manifest=args.manifest)
         return model, labels
+    if _is_hub_id(args.model) and args.weights:
+        raise KzooError(
+            f"a Hub id carries its weights: drop --weights. Received: --model {args.model} "
+            f"--weights {args.weights}"
+        )
     name = f"{args.model}.{args.weights}" if args.weights else args.model
     model = zoo.load(name, manifest=args.manifest)
     return model, labels or zoo.class_names(name, manifest=args.manifest)
+
+
+def _is_hub_id(name: str) -> bool:
+    """Whether a command-line name is a Hub id (``hf://org/name``; spelled here so that the
+    commands that never download do not import the downloader to ask)."""
+    return name.strip().lower().startswith("hf://")
+
+
+def _no_tag_for_hub_ids(args: argparse.Namespace) -> None:
+    if args.tag or args.notop:
+        raise KzooError(
+            f"a Hub id names its file itself: 'hf://org/name[@rev]' (the model's weights) or "
+            f"'hf://org/name@rev/FILE'; no tag, no --notop. Received: {args.name} {args.tag or ''}"
+        )
 
 
 def _read_labels(path: Path) -> list[tuple[str, str]]:
@@ -232,6 +255,9 @@ def check_model_name(args: argparse.Namespace, attribute: str) -> None:
     if names_a_file(value):
         return
     weights = getattr(args, "weights", None)
+    if _is_hub_id(value):  # well formed now; the Hub is asked when the weights are fetched
+        zoo.parse_hub_id(value)
+        return
     if weights is None or weights.lower() == "none":
         weights = zoo.DEFAULT
     zoo.resolve(value, weights, getattr(args, "manifest", None))

@@ -9,9 +9,11 @@ layer name, in ``layer.weights`` order (conv/dense: ``[kernel, bias]``; batchnor
 
 * :mod:`.formats` - the one table of formats (suffixes, default preprocessing, BN epsilon,
   converter version);
-* ``keras_h5``, ``caffe``, ``lasagne``, ``torch_vgg`` - one reader per format, each exposing
-  ``open_source(path)``: its layers and how to convert one;
-* :mod:`.pairing` - the loop they share (pair by order, convert, check shapes and values);
+* ``keras_h5``, ``caffe``, ``lasagne``, ``torch_state`` - one reader per format, each
+  exposing ``open_source(path)``: its layers (each with the Keras name it declares, if any)
+  and how to convert one;
+* :mod:`.pairing` - the loop they share (pair by declared name, the rest by order; convert,
+  check shapes and values);
 * :mod:`.slots` - the model side (which layers hold weights); :mod:`.assign` puts arrays into
   a model by layer name, all or nothing (``from kzoo.converters.assign import assign``).
 
@@ -22,7 +24,13 @@ h5py and safetensors only by their format's module.
 
 from __future__ import annotations
 
-from kzoo.converters.formats import FORMATS, Format, format_for_suffix
+from kzoo.converters.formats import (
+    FORMATS,
+    FORMER_NAMES,
+    Format,
+    canonical_format,
+    format_for_suffix,
+)
 from kzoo.lazy import lazy_exports
 
 _EXPORTS = {
@@ -37,10 +45,12 @@ _EXPORTS = {
 
 __all__ = [
     "FORMATS",
+    "FORMER_NAMES",
     "Arrays",
     "Format",
     "SourceLayer",
     "WeightSlot",
+    "canonical_format",
     "convert",
     "flat_layers",
     "format_for_suffix",

@@ -1,4 +1,4 @@
-"""Caffe ``.caffemodel`` weights (the original Oxford VGG release), read without Caffe.
+"""Caffe ``.caffemodel`` weights (Oxford's VGG, Kaiming He's ResNets), read without Caffe.
 
 Why a hand-written protobuf reader: the real file is ONE 575 MB ``NetParameter`` message.
 The ``protobuf`` runtime parses whole messages into Python objects (a second in-memory copy
@@ -9,6 +9,16 @@ memory map and turns each packed float field into an ``np.frombuffer`` view: no 
 over floats and no copy until the Keras-layout arrays are written. Every length is
 bounds-checked, so a truncated or garbled file raises ConversionError instead of hanging or
 crashing.
+
+ResNets (V2 ``layer`` messages): each conv is followed by a ``BatchNorm`` layer whose blobs
+are the running mean and variance *multiplied by* a scale factor (blob 2: divide both by it;
+a factor of 0 means no statistics yet: 0) and a ``Scale`` layer (gamma, beta). The reader
+joins a BatchNorm and the Scale right after it into one batchnorm source layer; only
+``conv1`` has a bias, and a bias-free Caffe conv fills a Keras conv that has one with zeros.
+Caffe's BatchNorm epsilon is 1e-5; a Keras layer with another epsilon gets gamma rescaled so
+inference matches exactly. :func:`keras_name` is the one correspondence of Caffe names with
+keras.applications names (``res4b1_branch2a`` -> ``conv4_block2_1_conv``); VGG's
+``conv1_1``/``fc6`` name no Keras layer and pair in order.
 
 Field numbers (from ``caffe.proto``): NetParameter ``layer`` = 100 (V2), ``layers`` = 2 (V1);
 LayerParameter name = 1, type = 2 (string), blobs = 7; V1LayerParameter name = 4, type = 5
@@ -23,6 +33,7 @@ import contextlib
 import logging
 import math
 import mmap
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,17 +46,48 @@ from kzoo.converters._layout import (
     spatial_size,
 )
 from kzoo.converters._mapped import map_file, row_access
-from kzoo.converters.pairing import LayerContext, Source, SourceLayer
+from kzoo.converters.pairing import LayerContext, Source, SourceLayer, raise_mismatches
 from kzoo.converters.slots import WeightSlot
 from kzoo.errors import ConversionError
 
-__all__ = ["open_source", "read_layers"]
+__all__ = ["keras_name", "open_source", "read_layers"]
 
 logger = logging.getLogger("kzoo")
 
 _FORMAT = "caffe"
 _V1_KINDS = {4: "conv", 14: "dense"}
-_V2_KINDS = {"Convolution": "conv", "InnerProduct": "dense"}
+_V2_KINDS = {
+    "Convolution": "conv",
+    "InnerProduct": "dense",
+    "BatchNorm": "batchnorm",
+    "Scale": "scale",
+}
+CAFFE_BN_EPSILON = 1e-5
+_STEM = {"conv1": "conv1_conv", "bn_conv1": "conv1_bn", "fc1000": "predictions"}
+# res4b1_branch2a, bn2a_branch1: stage, block (a, b, ... or b1, b2, ...), branch
+_RESNET = re.compile(r"(res|bn)(\d)([a-z])(\d*)_branch(1|2[abc])")
+_PARTS = {"1": 0, "2a": 1, "2b": 2, "2c": 3}
+
+
+def keras_name(layer: str) -> str | None:
+    """The keras.applications layer name of a Caffe ResNet layer, or None.
+
+    ``conv1`` -> ``conv1_conv``, ``bn_conv1`` -> ``conv1_bn``, ``res2a_branch1`` ->
+    ``conv2_block1_0_conv``, ``bn3b_branch2c`` -> ``conv3_block2_3_bn``, ``res4b22_branch2a``
+    -> ``conv4_block23_1_conv``, ``fc1000`` -> ``predictions``; other names (VGG's
+    ``conv1_1``) name no Keras layer.
+    """
+    if layer in _STEM:
+        return _STEM[layer]
+    match = _RESNET.fullmatch(layer)
+    if match is None:
+        return None
+    kind, stage, letter, number, branch = match.groups()
+    block = int(number) + 1 if number else ord(letter) - ord("a") + 1
+    if number and letter != "b":
+        return None  # only "b1", "b2"... are numbered
+    suffix = "conv" if kind == "res" else "bn"
+    return f"conv{stage}_block{block}_{_PARTS[branch]}_{suffix}"
 
 
 class _Garbled(Exception):
@@ -158,21 +200,93 @@ def read_layers(buf: mmap.mmap) -> list[tuple[SourceLayer, list[tuple[np.ndarray
         if kind is None:
             raise ConversionError(
                 f"Caffe layer {name!r} has weights but type {kind_key!r}, which kzoo cannot "
-                "convert (only Convolution and InnerProduct)."
+                "convert (only Convolution, InnerProduct, BatchNorm and Scale)."
             )
+        if kind == "scale":
+            _join_scale(layers, name, blobs)
+            continue
         shapes = tuple(tuple(v.shape) for v, _ in blobs)
         dtypes = tuple(v.dtype.name for v, _ in blobs)
-        layers.append((SourceLayer(name, kind, shapes, dtypes), blobs))
+        if kind == "batchnorm" and len(blobs) != 3:
+            raise ConversionError(
+                f"Caffe BatchNorm {name!r} should hold mean, variance and scale factor. "
+                f"Received: {len(blobs)} blobs of shapes {list(shapes)}"
+            )
+        target = keras_name(name)
+        layers.append((SourceLayer(name, kind, shapes, dtypes, target), blobs))
     return layers
+
+
+def _join_scale(layers: list, name: str, blobs: list) -> None:
+    """Give a Scale layer's gamma and beta to the BatchNorm just before it."""
+    if not layers or layers[-1][0].kind != "batchnorm" or len(layers[-1][1]) != 3:
+        raise ConversionError(
+            f"Caffe Scale layer {name!r} does not follow a BatchNorm layer; kzoo converts Scale "
+            "only as the second half of a batch normalization."
+        )
+    if len(blobs) != 2:
+        raise ConversionError(
+            f"Caffe Scale layer {name!r} should hold gamma and beta (bias_term: true). "
+            f"Received: {len(blobs)} blob(s)"
+        )
+    norm, norm_blobs = layers[-1]
+    joined = [*norm_blobs, *blobs]
+    layers[-1] = (
+        SourceLayer(
+            f"{norm.name}+{name}",
+            "batchnorm",
+            tuple(tuple(v.shape) for v, _ in joined),
+            tuple(v.dtype.name for v, _ in joined),
+            norm.target,
+        ),
+        joined,
+    )
 
 
 def _layer_converter(buf: mmap.mmap):
     def convert_layer(
         src: SourceLayer, blobs: list, slot: WeightSlot, context: LayerContext
     ) -> list[np.ndarray]:
-        return _convert_layer(buf, src, blobs, context.flattened_channels)
+        if src.kind == "batchnorm":
+            return _batchnorm(src, blobs, slot)
+        arrays = _convert_layer(buf, src, blobs, context.flattened_channels)
+        if len(arrays) == 1 and len(slot.shapes) == 2:  # a bias-free Caffe conv
+            arrays.append(np.zeros(arrays[0].shape[-1], np.float32))
+        elif len(arrays) == 2 and len(slot.shapes) == 1:
+            raise_mismatches(
+                _FORMAT,
+                [f"model layer {slot.name!r} has no bias but source layer {src.name!r} has one"],
+            )
+        return arrays
 
     return convert_layer
+
+
+def _batchnorm(src: SourceLayer, blobs: list, slot: WeightSlot) -> list[np.ndarray]:
+    """Keras ``[gamma, beta, moving_mean, moving_variance]`` from BatchNorm (+ Scale) blobs."""
+    mean, variance, factor = (np.asarray(b, dtype=np.float64).reshape(-1) for b, _ in blobs[:3])
+    if factor.size != 1:
+        raise ConversionError(
+            f"Caffe BatchNorm {src.name!r}: the third blob should be one scale factor. "
+            f"Received: shape {tuple(blobs[2][0].shape)}"
+        )
+    scale = 0.0 if factor[0] == 0 else 1.0 / factor[0]  # Caffe: a zero factor means zero stats
+    mean, variance = mean * scale, variance * scale
+    if len(blobs) == 5:
+        gamma, beta = (np.asarray(b, dtype=np.float64).reshape(-1) for b, _ in blobs[3:])
+    else:  # a BatchNorm without a Scale: identity affine
+        gamma, beta = np.ones_like(mean), np.zeros_like(mean)
+    if slot.epsilon is not None and slot.epsilon != CAFFE_BN_EPSILON:
+        gamma = gamma * np.sqrt((variance + slot.epsilon) / (variance + CAFFE_BN_EPSILON))
+    arrays = [gamma, beta, mean, variance]
+    if len(slot.shapes) == 3:  # a Keras BN without scale (scale=False) cannot take gamma
+        if not np.allclose(gamma, 1.0):
+            raise_mismatches(
+                _FORMAT,
+                [f"model layer {slot.name!r} has no gamma but source layer {src.name!r} scales"],
+            )
+        arrays = arrays[1:]
+    return [as_float32(a) for a in arrays]
 
 
 def _convert_layer(

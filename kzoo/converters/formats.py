@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["FORMATS", "Format", "format_for_suffix"]
+__all__ = ["FORMATS", "FORMER_NAMES", "Format", "canonical_format", "format_for_suffix"]
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,18 @@ FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
         Format("keras_h5", "keras_h5", (".h5", ".hdf5"), "caffe"),
-        Format("caffe", "caffe", (".caffemodel",), "caffe"),
+        Format("caffe", "caffe", (".caffemodel",), "caffe", bn_epsilon=1e-5),
         Format("lasagne", "lasagne", (".pkl", ".pickle"), "caffe", embedded_classes=True),
-        Format("safetensors_vgg", "torch_vgg", (".safetensors",), "torch", bn_epsilon=1e-5),
+        Format("torch", "torch_state", (".safetensors", ".pth", ".pt"), "torch", bn_epsilon=1e-5),
     )
 }
+# Names a format had before: manifests written with them keep working
+FORMER_NAMES = {"safetensors_vgg": "torch"}  # before it read ResNets and .pth files
+
+
+def canonical_format(name: str) -> str:
+    """A format's current name: ``name`` itself, or the one a former name stands for."""
+    return FORMER_NAMES.get(name, name)
 
 
 def format_for_suffix(suffix: str) -> Format | None:

@@ -3,12 +3,19 @@
 The file already holds Keras ``channels_last`` arrays, so "converting" is reading each layer's
 datasets in its ``weight_names`` order, whatever they are called (Keras 1 wrote
 ``block1_conv1_W_1:0``, Keras 2 ``block1_conv1/kernel:0``), and checking them against the
-model's slots in order. Weights saved with a whole model live under ``model_weights``.
+model's slots. Weights saved with a whole model live under ``model_weights``.
+
+Pairing: a layer's name in the file is its Keras name (``conv2_block1_0_conv``,
+``predictions``), except the names Keras generates for unnamed layers (``conv2d_7``,
+``batch_normalization_12``: InceptionV3's file), which depend on what else was built in the
+same session; those pair by their order in the file's ``layer_names``. A BatchNormalization
+built with ``scale=False`` (InceptionV3) stores three arrays (beta, mean, variance).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +29,10 @@ from kzoo.errors import ConversionError
 __all__ = ["open_source", "read_layers"]
 
 _FORMAT = "keras_h5"
+# Names Keras gives layers that were not named (Keras 1 and 2/3 spellings), used with fullmatch
+_GENERATED = re.compile(
+    r"(conv2d|convolution2d|batch_normalization|batchnormalization|dense)(_\d+)?"
+)
 
 
 def _text(value: object) -> str:
@@ -29,7 +40,7 @@ def _text(value: object) -> str:
 
 
 def _kind(shapes: tuple[tuple[int, ...], ...]) -> str:
-    if len(shapes) == 4 and all(len(s) == 1 for s in shapes):
+    if len(shapes) in (3, 4) and all(len(s) == 1 for s in shapes):  # 3: scale=False
         return "batchnorm"
     if shapes and len(shapes[0]) == 4:
         return "conv"
@@ -57,7 +68,8 @@ def read_layers(h5: h5py.File) -> list[tuple[SourceLayer, list[h5py.Dataset]]]:
         datasets = [group[n] for n in names]
         shapes = tuple(tuple(int(d) for d in ds.shape) for ds in datasets)
         dtypes = tuple(ds.dtype.name for ds in datasets)
-        layers.append((SourceLayer(layer_name, _kind(shapes), shapes, dtypes), datasets))
+        target = None if _GENERATED.fullmatch(layer_name) else layer_name
+        layers.append((SourceLayer(layer_name, _kind(shapes), shapes, dtypes, target), datasets))
     return layers
 
 

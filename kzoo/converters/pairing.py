@@ -2,11 +2,22 @@
 
 Every format reads its file into a :class:`Source` (its layers in file order, each with what
 the format needs to convert it, and a ``convert_layer`` function); :func:`convert_layers`
-does the rest the same way for all of them: match slots to source layers *in order* (names
-are not trusted across formats: Caffe says ``conv1_1``, torchvision ``features.0``; a model
-may cover only a prefix of the file, as ``include_top=False`` does), refuse integer arrays,
-convert layer by layer, check every converted shape and every value, and raise one
+does the rest the same way for all of them: match slots to source layers, refuse integer
+arrays, convert layer by layer, check every converted shape and every value, and raise one
 :class:`~kzoo.errors.ConversionError` that lists every problem.
+
+How slots are matched is declared by each format, in one place per format: its reader gives
+every source layer the Keras layer name it corresponds to (``SourceLayer.target``: torch's
+``layer1.0.conv2`` is ``conv2_block1_2_conv``, Caffe's ``res4b1_branch2a`` is
+``conv4_block2_1_conv``), or None where the file's name says nothing (Caffe's VGG
+``conv1_1``, torchvision's ``features.0``, Keras's generated ``conv2d_7``). Then:
+
+1. a slot whose name some source layer targets takes that layer;
+2. the slots left take the source layers left that target no slot, in file order (a model may
+   cover only a prefix of them, as ``include_top=False`` does).
+
+A plain VGG file names nothing, so it pairs wholly in order; a ResNet pairs wholly by name;
+InceptionV3's Keras file pairs its generated names in order and ``predictions`` by name.
 """
 
 from __future__ import annotations
@@ -48,12 +59,15 @@ class SourceLayer:
         shapes: Its array shapes in the source layout.
         dtypes: Its arrays' element types (NumPy names, ``"float32"``), where the reader
             knows them; anything but a float type is refused.
+        target: The Keras layer name the format declares for it (keras.applications names:
+            ``conv2_block1_0_conv``, ``predictions``), or None to pair it by order.
     """
 
     name: str
     kind: str
     shapes: tuple[tuple[int, ...], ...]
     dtypes: tuple[str, ...] = ()
+    target: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,25 +165,53 @@ def convert_layers(source: Source, slots: Sequence[WeightSlot]) -> Arrays:
 def pair_layers(
     source: Sequence[SourceLayer], slots: Sequence[WeightSlot], fmt: str
 ) -> list[tuple[int, WeightSlot]]:
-    """Match slots to source layers in order; the slots may cover a prefix of the source.
+    """Match slots to source layers: by declared name first, then the rest in order.
+
+    Args:
+        source: The file's layers in file order, each with the Keras name its format declares
+            (``target``) or None.
+        slots: The model's weight slots in model order.
+        fmt: The format's name, for messages.
+
+    Returns:
+        ``(source index, slot)`` pairs in slot order.
 
     Raises:
-        ConversionError: More slots than source layers, or kinds that differ (all listed).
+        ConversionError: Slots with no source layer, or kinds that differ (all listed).
     """
+    wanted = {slot.name for slot in slots}
+    by_target = {src.target: i for i, src in enumerate(source) if src.target in wanted}
+    unnamed = [i for i, src in enumerate(source) if src.target not in wanted]
+    ordered = [slot for slot in slots if slot.name not in by_target]
     problems = []
     model_kinds, file_kinds = _count_kinds(slots), _count_kinds(source)
-    if model_kinds != file_kinds and len(slots) >= len(source):
+    same_kinds = sorted(s.kind for s in slots) == sorted(s.kind for s in source)
+    if not same_kinds and len(slots) >= len(source):
         problems.append(f"the model has {model_kinds} layers, the {fmt} file {file_kinds}")
-    if len(slots) > len(source):
-        problems.append(
-            f"the model has {len(slots)} layers with weights but the {fmt} file has only "
-            f"{len(source)}: model layers {[s.name for s in slots[len(source) :]]} have no source"
-        )
-    pairs = []
-    for index, (src, slot) in enumerate(zip(source, slots, strict=False)):  # slots: a prefix
-        if src.kind != slot.kind:
+    if len(ordered) > len(unnamed):
+        missing = [s.name for s in ordered[len(unnamed) :]]
+        if by_target:  # the file names its layers: the missing ones are those it lacks
             problems.append(
-                f"model layer {slot.name!r} ({slot.kind} {list(slot.shapes)}) lines up with "
+                f"model layers {missing} have no source: the {fmt} file has no layer of "
+                "those names"
+                + (f" and only {len(unnamed)} unnamed one(s) to pair in order" if unnamed else "")
+            )
+        else:
+            problems.append(
+                f"the model has {len(slots)} layers with weights but the {fmt} file has only "
+                f"{len(source)}: model layers {missing} have no source"
+            )
+    in_order = dict(zip((s.name for s in ordered), unnamed, strict=False))  # slots: a prefix
+    pairs = []
+    for slot in slots:
+        index = by_target.get(slot.name, in_order.get(slot.name))
+        if index is None:
+            continue
+        src = source[index]
+        if src.kind != slot.kind:
+            how = "is named for" if slot.name in by_target else "lines up with"
+            problems.append(
+                f"model layer {slot.name!r} ({slot.kind} {list(slot.shapes)}) {how} "
                 f"source layer {src.name!r} ({src.kind} {list(src.shapes)})"
             )
         pairs.append((index, slot))

@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from kzoo.converters.formats import FORMATS
+from kzoo.converters.formats import FORMATS, canonical_format
 from kzoo.converters.pairing import (
     Arrays,
     SourceLayer,
@@ -31,6 +31,7 @@ def reader(fmt: str):
     Raises:
         UnknownNameError: ``fmt`` is not in the format table.
     """
+    fmt = canonical_format(fmt)
     if fmt not in FORMATS:
         raise UnknownNameError("weights format", fmt, list(FORMATS))
     return importlib.import_module(f"kzoo.converters.{FORMATS[fmt].module}")
@@ -40,8 +41,8 @@ def convert(fmt: str, path: str | Path, slots: Sequence[WeightSlot]) -> Arrays:
     """Convert a weights file of format ``fmt`` into Keras arrays for ``slots``.
 
     Args:
-        fmt: A name in :data:`FORMATS` (``keras_h5``, ``caffe``, ``lasagne``,
-            ``safetensors_vgg``).
+        fmt: A name in :data:`FORMATS` (``keras_h5``, ``caffe``, ``lasagne``, ``torch``) or a
+            former name of one (``safetensors_vgg``).
         path: The source file.
         slots: The model's weight slots (:func:`slots_of`); a prefix of the file's layers.
 

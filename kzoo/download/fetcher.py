@@ -33,10 +33,10 @@ from pathlib import Path
 import requests
 from tqdm.auto import tqdm
 
-from kzoo.download import cache
+from kzoo.download import cache, hf_cache, hub
 from kzoo.download.sinks import Sinks, new_hash
 from kzoo.download.stream import CHUNK, PartialDownload, SourceFailed, check_file
-from kzoo.errors import ChecksumError, DownloadError, Hint, KzooError, OfflineError
+from kzoo.errors import ChecksumError, DownloadError, Hint, HubError, KzooError, OfflineError
 
 __all__ = ["fetch", "fetch_cached", "file_digest", "is_offline", "verify"]
 
@@ -129,6 +129,9 @@ def verify(
 
 
 def _local_source(url: str) -> Path | None:
+    if hub.is_hub_id(url):
+        hub.parse(url)  # a malformed one fails now, before anything is tried
+        return None
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme == "file":
         return Path(urllib.request.url2pathname(parsed.path))
@@ -179,7 +182,9 @@ def fetch(
     """Download ``dest`` from the first of ``urls`` that works, verified, or raise.
 
     Args:
-        urls: Mirrors in order: ``https://``/``http://`` URLs, ``file://`` URLs or plain paths.
+        urls: Mirrors in order: ``https://``/``http://`` URLs, ``file://`` URLs, plain paths,
+            or Hub files ``hf://org/name@revision/path`` (resolved with a HEAD each time they
+            are tried; their sha256 is checked even when ``hashes`` pins none).
         dest: The final path. When it exists (with the right ``size``) it is returned at the
             cost of one stat: no request, no hashing.
         size: The expected size in bytes, checked before the file is kept.
@@ -245,12 +250,15 @@ def _sources(
     sources = [(url, _local_source(url)) for url in urls]
     if is_offline():
         sources = [(url, path) for url, path in sources if path is not None]
-        if not sources:
-            raise OfflineError(
-                f"{label} is not in the kzoo cache and KZOO_OFFLINE=1 forbids downloading it."
-                f"\n  expected file: {dest}\n  or unset KZOO_OFFLINE to fetch {urls[0]}",
-                hints=hints,
-            )
+    elif hub.hub_offline():  # HF_HUB_OFFLINE: no request to the Hub, other mirrors stay
+        sources = [(url, path) for url, path in sources if not hub.is_hub_id(url)]
+    if not sources:
+        variable = "KZOO_OFFLINE" if is_offline() else "HF_HUB_OFFLINE"
+        raise OfflineError(
+            f"{label} is not in the kzoo cache and {variable}=1 forbids downloading it."
+            f"\n  expected file: {dest}\n  or unset {variable} to fetch {urls[0]}",
+            hints=hints,
+        )
     return sources
 
 
@@ -318,7 +326,13 @@ def _try_sources(
     failures: list[tuple[str, Exception]] = []
     for position, (url, path) in enumerate(sources):
         try:
-            seen = job.get(url, path, pins)
+            from_hub = hub.is_hub_id(url)
+            seen = _get_from_hub(job, url, pins) if from_hub else job.get(url, path, pins)
+        except HubError as exc:
+            failures.append((url, exc))
+            if position < len(sources) - 1:
+                log.warning("%s: %s; trying the next mirror", url, exc.message)
+            continue
         except SourceFailed as exc:
             failures.append((url, exc))
             if position < len(sources) - 1:  # the final error lists them all
@@ -328,13 +342,60 @@ def _try_sources(
             failures.append((url, exc))
             log.error("%s sent a corrupt %s: %s", url, job.label, exc)
             continue
-        if not pinned_by_caller and not pins:
+        if not pinned_by_caller and not pins:  # a Hub's sha256 is recorded too
             with cache.atomic_write(_sidecar(dest)) as tmp:
                 tmp.write_text(seen["sha256"] + "\n")
         _commit(job.part, dest)
         log.info("fetched %s from %s (%s)", job.label, url, ", ".join(seen.values()))
         return None
     return failures
+
+
+def _get_from_hub(job: PartialDownload, url: str, pins: dict[str, str]) -> dict[str, str]:
+    """Fetch an ``hf://`` source: resolve it, then GET where it points; return the digests.
+
+    The HEAD (or this process's answer of the last 30 s: a file just located costs no second
+    HEAD) names the file's sha256, which is checked whatever the caller pinned (a different
+    pinned sha256 fails before any byte moves). The storage URL is signed, so the token stays
+    with the Hub; a URL that stopped working (expired) is resolved afresh and the download
+    resumes from where it stopped.
+    """
+    ident = hub.parse(url)
+    if ident.filename is None:
+        raise KzooError(
+            f"a hub URL to fetch must name a file: hf://org/name@rev/FILE. Received: {url!r}"
+        )
+    job_algorithms, job_size = job.algorithms, job.size
+    try:
+        for attempt in (0, 1):
+            resolved = hub.resolve(ident.repo, ident.filename, ident.rev, session=job.session,
+                                   timeout=job.timeout, max_age=0 if attempt else 30)  # fmt: skip
+            source_pins = dict(pins)
+            info = resolved.info
+            if info.sha256 is not None:
+                want = pins.get("sha256")
+                if want is not None and want != f"sha256:{info.sha256}":
+                    raise ChecksumError(
+                        f"the Hub's file has sha256 {info.sha256}, not the pinned "
+                        f"{want.split(':', 1)[1]}: the repo changed at {resolved.commit}"
+                    )
+                source_pins = {"sha256": f"sha256:{info.sha256}"}
+            if job.size is None and info.size is not None:
+                job.size = info.size
+            elif job.size is not None and info.size is not None and job.size != info.size:
+                raise ChecksumError(f"the Hub's file has {info.size} bytes, not {job.size}")
+            job.algorithms = sorted(source_pins) or list(job_algorithms)
+            try:
+                seen = job.get(resolved.location, None, source_pins, hub.headers_of(resolved))
+            except SourceFailed as exc:
+                if attempt or exc.unreachable:
+                    raise
+                log.info("%s: %s; resolving it again", url, exc)
+                continue
+            return seen
+    finally:
+        job.algorithms, job.size = job_algorithms, job_size
+    raise AssertionError("unreachable")
 
 
 def _failure(
@@ -346,6 +407,9 @@ def _failure(
     hints: Sequence[Hint],
 ) -> DownloadError:
     """One error listing each URL and why it failed, and what to do about it."""
+    hub_errors = [exc for _, exc in failures if isinstance(exc, HubError)]
+    if hub_errors and len(hub_errors) == len(failures):  # the Hub's own words say what to do
+        raise hub_errors[0]
     bad_bytes = any(isinstance(exc, ChecksumError) for _, exc in failures)
     lines = [
         f"  {url}: wrong bytes, deleted ({exc})"
@@ -372,6 +436,35 @@ def _failure(
     return error("\n".join(lines), hints=hints)
 
 
+def _in_hf_cache(
+    urls: list[str], size: int | None, hashes: Mapping[str, str | None] | None
+) -> Path | None:
+    """An ``hf://`` source's blob in a Hugging Face cache, its sha256 checked; else None.
+
+    Used where it is: kzoo never writes into that cache, and a blob whose bytes are not what
+    its name (or the pinned hash) says is skipped, not touched.
+    """
+    for url in urls:
+        if not hub.is_hub_id(url):
+            continue
+        ident = hub.parse(url)
+        commit = hf_cache.ref_commit(ident.repo, ident.rev) if ident.filename else None
+        blob = hf_cache.snapshot_file(ident.repo, commit, ident.filename) if commit else None
+        if blob is None:
+            continue
+        pinned = (hashes or {}).get("sha256") or hf_cache.blob_digest(blob)
+        if not pinned:
+            continue
+        try:
+            verify(blob, {**(hashes or {}), "sha256": pinned}, size=size)
+        except ChecksumError as exc:
+            log.warning("not using %s from the Hugging Face cache: %s", blob, exc)
+            continue
+        log.info("using %s from the Hugging Face cache (%s)", url, blob)
+        return blob
+    return None
+
+
 def fetch_cached(
     relpath: str,
     urls: Sequence[str] | str,
@@ -386,6 +479,10 @@ def fetch_cached(
     ``kwargs`` go to :func:`fetch`.
     """
     hit = cache.find(relpath, root, size=size)
+    if hit is not None:
+        return hit
+    urls = [os.fspath(urls)] if isinstance(urls, (str, os.PathLike)) else [str(u) for u in urls]
+    hit = _in_hf_cache(urls, size, kwargs.get("hashes"))
     if hit is not None:
         return hit
     if is_offline():  # name the expected path without touching a possibly read-only root

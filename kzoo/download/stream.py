@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from kzoo.download.sinks import Sinks
 from kzoo.errors import ChecksumError, DownloadError
 
-__all__ = ["CHUNK", "PartialDownload", "SourceFailed", "check_file"]
+__all__ = ["CHUNK", "PartialDownload", "SourceFailed", "check_file", "unreachable_reason"]
 
 log = logging.getLogger("kzoo")
 
@@ -132,16 +132,23 @@ class PartialDownload:
     max_wait: float
     reused: bool = False  # the last attempt kept bytes that were already in the partial file
 
-    def get(self, url: str, path: Path | None, pins: Mapping[str, str]) -> dict[str, str]:
+    def get(
+        self,
+        url: str,
+        path: Path | None,
+        pins: Mapping[str, str],
+        headers: Mapping[str, str] | None = None,
+    ) -> dict[str, str]:
         """Fetch from one source and verify the result; return the digests seen.
 
-        Bytes kept from before (a resume, an adopted partial of a killed process) that fail
-        verification get one fresh download from zero before the source is given up.
+        ``headers`` go with each HTTP request (a token for the host that wants it). Bytes kept
+        from before (a resume, an adopted partial of a killed process) that fail verification
+        get one fresh download from zero before the source is given up.
         """
         for fresh in (False, True):
             self.reused = False
             try:
-                seen = self.local(path) if path is not None else self.http(url)
+                seen = self.local(path) if path is not None else self.http(url, headers)
                 check_file(self.part, self.size, pins, seen)
                 return seen
             except ChecksumError:
@@ -206,11 +213,11 @@ class PartialDownload:
             self._check_space(total)
             return self._stream(iter(lambda: fh.read(CHUNK), b""), 0, total)
 
-    def http(self, url: str) -> dict[str, str]:
+    def http(self, url: str, headers: Mapping[str, str] | None = None) -> dict[str, str]:
         attempt = 0
         while True:
             try:
-                return self._http_once(url)
+                return self._http_once(url, headers or {})
             except _Retry as exc:
                 if attempt >= self.retries:
                     raise SourceFailed(f"{exc} (gave up after {attempt + 1} attempts)") from None
@@ -253,7 +260,7 @@ class PartialDownload:
             )
         raise SourceFailed(f"HTTP {status} {resp.reason}")
 
-    def _http_once(self, url: str) -> dict[str, str]:
+    def _http_once(self, url: str, extra: Mapping[str, str]) -> dict[str, str]:
         have = _size(self.part)
         if self.size is not None and have > self.size:
             os.unlink(self.part)
@@ -262,7 +269,7 @@ class PartialDownload:
             return self._stream((), have, self.size)  # a complete partial: verify, no request
         if self.size is not None:
             self._check_space(self.size - have)
-        headers = {"Accept-Encoding": "identity"}
+        headers = {**extra, "Accept-Encoding": "identity"}
         if have:
             headers["Range"] = _RANGE.format(have)
         try:
@@ -273,7 +280,7 @@ class PartialDownload:
                 f"CA bundle behind an inspecting proxy): {exc}"
             ) from None
         except requests.RequestException as exc:
-            unreachable = _unreachable(url, exc, self.timeout)
+            unreachable = unreachable_reason(url, exc, self.timeout)
             if unreachable:  # nobody is listening: waiting and asking again changes nothing
                 raise SourceFailed(unreachable, unreachable=True) from None
             raise _Retry(f"{type(exc).__name__}: {exc}") from None
@@ -304,7 +311,7 @@ class PartialDownload:
 _NAME_RESOLUTION = getattr(urllib3.exceptions, "NameResolutionError", ())
 
 
-def _unreachable(
+def unreachable_reason(
     url: str, exc: requests.RequestException, timeout: float | tuple[float, float]
 ) -> str | None:
     """A one-line reason when ``url``'s host cannot be reached at all, else None.

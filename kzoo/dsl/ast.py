@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 __all__ = [
+    "BLOCK_KINDS",
     "MAX_DEPTH",
     "MAX_LAYERS",
+    "Block",
     "Group",
     "Layer",
     "Modifier",
@@ -21,12 +23,15 @@ __all__ = [
     "format_number",
     "unparse_item",
     "unparse_layer",
+    "unparse_options",
 ]
 
 MAX_LAYERS = 1000  # bound on the expanded network: repetition multiplies quickly
 MAX_DEPTH = 20  # bound on bracket nesting, far below Python's recursion limit
 Number = int | float
 Value = int | float | str | bool
+#: the words that open a graph group: residual, pre-activation residual, concat, sum
+BLOCK_KINDS = ("R", "PR", "cat", "add")
 
 
 @dataclass(frozen=True)
@@ -70,12 +75,36 @@ class Layer:
 class Group:
     """A bracketed group ``[A-B]x3``: its items repeated with independent weights."""
 
-    items: tuple[Layer | Group, ...]
+    items: tuple[Item, ...]
     times: int = 1
     span: tuple[int, int] = field(default=(0, 0), compare=False)
 
     def size(self) -> int:
         return self.times * sum(item.size() for item in self.items)
+
+
+@dataclass(frozen=True)
+class Block:
+    """A graph group: ``R[body]``, ``R[body|shortcut]``, ``PR[...]``, ``cat[a|b]``, ``add[a|b]``.
+
+    Attributes:
+        kind: One of :data:`BLOCK_KINDS`.
+        branches: The bodies between ``|``, each a tuple of items; for ``R``/``PR`` the body,
+            then the shortcut if one is written.
+        times: Repetition count (``x3``); a repeated ``R``/``PR`` strides in its first copy only.
+        span: ``(start, end)`` columns in the source text, the ``R[`` included.
+    """
+
+    kind: str
+    branches: tuple[tuple[Item, ...], ...]
+    times: int = 1
+    span: tuple[int, int] = field(default=(0, 0), compare=False)
+
+    def size(self) -> int:
+        return self.times * (1 + sum(item.size() for branch in self.branches for item in branch))
+
+
+Item = Layer | Group | Block
 
 
 @dataclass(frozen=True)
@@ -87,22 +116,28 @@ class Spec:
         input_shape: From the header, in Keras order (H, W, C), or None.
         text: The source text (spans index into it).
         header_span: Columns of the header, or None.
+        options: Spec-wide ``(key, value)`` pairs from a leading ``{...}`` (``bias``, ``eps``,
+            ``scale``), sorted by key.
     """
 
-    items: tuple[Layer | Group, ...]
+    items: tuple[Item, ...]
     input_shape: tuple[int, ...] | None = None
     text: str = field(default="", compare=False)
     header_span: tuple[int, int] | None = field(default=None, compare=False)
+    options: tuple[tuple[str, Value], ...] = ()
 
     def layers(self) -> list[Layer]:
         """The items with repetition expanded, each layer keeping its source span."""
         out: list[Layer] = []
 
-        def walk(items: tuple[Layer | Group, ...]) -> None:
+        def walk(items: tuple[Item, ...]) -> None:
             for item in items:
                 for _ in range(item.times):
                     if isinstance(item, Group):
                         walk(item.items)
+                    elif isinstance(item, Block):
+                        for branch in item.branches:
+                            walk(branch)
                     else:
                         out.append(replace(item, times=1))
 
@@ -112,7 +147,7 @@ class Spec:
     def unparse(self) -> str:
         """The canonical text of this AST (``HxWxC:`` header, ``FC`` for ``N``)."""
         head = "x".join(str(d) for d in self.input_shape) + ":" if self.input_shape else ""
-        return head + "-".join(unparse_item(item) for item in self.items)
+        return unparse_options(self.options) + head + "-".join(unparse_item(i) for i in self.items)
 
     def __str__(self) -> str:
         return self.unparse()
@@ -127,10 +162,21 @@ def format_number(value: Number) -> str:
     return str(value)
 
 
-def unparse_item(item: Layer | Group) -> str:
+def unparse_options(options: tuple[tuple[str, Value], ...]) -> str:
+    """``{k=v,...}`` for a layer's or a spec's options, or ``""`` when there are none."""
+    if not options:
+        return ""
+    return "{" + ",".join(f"{k}={format_number(v)}" for k, v in options) + "}"
+
+
+def unparse_item(item: Item) -> str:
     """Canonical text of one item, brackets added where a bare ``x2`` would be misread."""
     if isinstance(item, Group):
         text = "[" + "-".join(unparse_item(i) for i in item.items) + "]"
+        return text + (f"x{item.times}" if item.times != 1 else "")
+    if isinstance(item, Block):
+        branches = ("-".join(unparse_item(i) for i in branch) for branch in item.branches)
+        text = item.kind + "[" + "|".join(branches) + "]"
         return text + (f"x{item.times}" if item.times != 1 else "")
     text = unparse_layer(replace(item, times=1))
     if item.times == 1:
@@ -159,7 +205,6 @@ def unparse_layer(layer: Layer) -> str:
         parts.append(letter if value is True else f"{letter}{value}")
     for mod in layer.modifiers:
         parts.append("+" + mod.keyword + ",".join(format_number(a) for a in mod.args))
-    if layer.kwargs:
-        parts.append("{" + ",".join(f"{k}={format_number(v)}" for k, v in layer.kwargs) + "}")
+    parts.append(unparse_options(layer.kwargs))
     text = "".join(parts)
     return text if layer.times == 1 else unparse_item(layer)

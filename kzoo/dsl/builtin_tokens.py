@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kzoo.dsl.ast import format_number
-from kzoo.dsl.tokens import ACTIVATIONS, ShapeProblem, TokenProblem, register_builtin
+from kzoo.dsl.tokens import ACTIVATIONS, ShapeProblem, Token, TokenProblem, register_builtin
 
 Shape = tuple[int | None, ...]
 
@@ -64,13 +64,20 @@ def _conv_shape(shape: Shape, p: Mapping[str, Any]) -> tuple[Shape, int]:
 def _pool_shape(shape: Shape, p: Mapping[str, Any]) -> tuple[Shape, int]:
     h, w, c = _spatial(shape, "pooling")
     (kh, kw), (sh, sw) = p["pool_size"], p["strides"]
-    oh, ow = _window(h, kh, sh, 1, "valid"), _window(w, kw, sw, 1, "valid")
+    padding = p.get("padding", "valid")
+    oh, ow = _window(h, kh, sh, 1, padding), _window(w, kw, sw, 1, padding)
     if (oh is not None and oh < 1) or (ow is not None and ow < 1):
         raise ShapeProblem(
             f"reduces {format_shape((h, w))} to {format_shape((oh, ow))}",
             help="use fewer or smaller pooling layers, 'same' padding, or a larger input",
         )
     return (oh, ow, c), 0
+
+
+def _pad_shape(shape: Shape, p: Mapping[str, Any]) -> tuple[Shape, int]:
+    h, w, c = _spatial(shape, "zero padding")
+    (top, bottom), (left, right) = p["padding"]
+    return (None if h is None else h + top + bottom, None if w is None else w + left + right, c), 0
 
 
 def _global_pool_shape(shape: Shape, p: Mapping[str, Any]) -> tuple[Shape, int]:
@@ -99,7 +106,8 @@ def _dense_shape(shape: Shape, p: Mapping[str, Any]) -> tuple[Shape, int]:
 def _bn_shape(shape: Shape, p: Mapping[str, Any]) -> tuple[Shape, int]:
     if shape[-1] is None:
         raise ShapeProblem("needs a known number of channels", help="give input_shape")
-    return shape, 4 * shape[-1]  # gamma, beta, moving mean, moving variance
+    # gamma (unless scale=False), beta, moving mean, moving variance
+    return shape, (4 if p.get("scale", True) else 3) * shape[-1]
 
 
 def _same_shape(shape: Shape, p: Mapping[str, Any]) -> tuple[Shape, int]:
@@ -113,7 +121,15 @@ def _whole(p: Mapping[str, Any], names: Sequence[str], what: str, example: str) 
             raise TokenProblem(f"{what} must be a whole number >= 1, got {value}", help=example)
 
 
+def _check_bias(p: Mapping[str, Any]) -> None:
+    if p.get("bias") not in (None, True, False):
+        raise TokenProblem(
+            f"bias must be true or false, got {p['bias']!r}", help="e.g. '64C3+BN{bias=true}'"
+        )
+
+
 def _check_conv(p: Mapping[str, Any]) -> None:
+    _check_bias(p)
     _whole(p, ("filters",), "the number of filters", "e.g. '64C3'")
     _whole(p, ("kernel", "kernel_w"), "the kernel size", "e.g. '64C3' or '64C1,7'")
     _whole(p, ("strides", "dilation"), "stride and dilation", "e.g. '64C3s2' or '64C3d2'")
@@ -125,6 +141,7 @@ def _check_conv(p: Mapping[str, Any]) -> None:
 
 
 def _check_units(p: Mapping[str, Any]) -> None:
+    _check_bias(p)
     _whole(p, ("units",), "the number of units", "e.g. 'FC256'")
     if p.get("head") is not None and p["head"] not in ACTIVATIONS:
         raise TokenProblem(
@@ -134,6 +151,32 @@ def _check_units(p: Mapping[str, Any]) -> None:
 
 def _check_pool(p: Mapping[str, Any]) -> None:
     _whole(p, ("size", "size_w", "strides"), "pool size and stride", "e.g. 'MP2' or 'MP3s2'")
+
+
+def _add_shape(shape: Shape, p: Mapping[str, Any]) -> tuple[Shape, int]:
+    return shape, 0  # the planner checks that the branches agree
+
+
+def _concat_shape(shape: Shape, p: Mapping[str, Any]) -> tuple[Shape, int]:
+    return shape, 0  # the planner sums the branches' channels
+
+
+def _check_pad(p: Mapping[str, Any]) -> None:
+    for name in ("before", "after"):
+        value = p.get(name)
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise TokenProblem(
+                f"zero padding must be a whole number >= 0, got {value}",
+                help="e.g. 'P3' (3 on every side) or 'P0,1' (0 before, 1 after)",
+            )
+
+
+def _check_bn(p: Mapping[str, Any]) -> None:
+    eps = p.get("eps")
+    if eps is not None and (isinstance(eps, bool | str) or not eps > 0):
+        raise TokenProblem(f"eps must be a number > 0, got {eps!r}", help="e.g. 'BN{eps=1e-5}'")
+    if p.get("scale") not in (None, True, False):
+        raise TokenProblem(f"scale must be true or false, got {p['scale']!r}")
 
 
 def _check_rate(p: Mapping[str, Any]) -> None:
@@ -173,15 +216,13 @@ def _write_pool(keyword: str, keras_class: str):
         cfg = _config(layer, keras_class)
         if cfg is None:
             return None
-        if cfg["padding"] != "valid":
-            raise TokenProblem("kzoo pools use valid padding")
         size, strides = int_pair(cfg["pool_size"]), int_pair(cfg["strides"] or cfg["pool_size"])
         text = keyword + pair_text(size)
         if strides != size:
             if strides[0] != strides[1]:
                 raise TokenProblem("unequal strides")
             text += f"s{strides[0]}"
-        return text
+        return text + ("p" if cfg["padding"] == "same" else "")
 
     return write
 
@@ -200,6 +241,26 @@ def _write_batchnorm(layer: Any) -> str | None:
     return None if _config(layer, "BatchNormalization") is None else "BN"
 
 
+def pad_text(padding: Any) -> str | None:
+    """``P3`` / ``P0,1`` for a ZeroPadding2D ``padding``, None when rows and columns differ."""
+    if isinstance(padding, int):
+        return f"P{padding}"
+    (top, bottom), (left, right) = (int_pair(p) for p in padding)
+    if (top, bottom) != (left, right):
+        return None
+    return f"P{top}" if top == bottom else f"P{top},{bottom}"
+
+
+def _write_pad(layer: Any) -> str | None:
+    cfg = _config(layer, "ZeroPadding2D")
+    if cfg is None:
+        return None
+    text = pad_text(cfg["padding"])
+    if text is None:
+        raise TokenProblem("different padding of rows and columns")
+    return text
+
+
 def _write_dropout(layer: Any) -> str | None:
     cfg = _config(layer, "Dropout")
     return None if cfg is None else f"D{format_number(float(cfg['rate']))}"
@@ -215,19 +276,19 @@ def _write_activation(name: str):
 
 _CONV_FLAGS = {"s": ("strides", int), "d": ("dilation", int), "v": ("valid", bool)}
 _DENSE: dict[str, Any] = dict(
-    role="dense", keras_class="Dense", kwargs=("init", "head"), shape=_dense_shape,
+    role="dense", keras_class="Dense", kwargs=("init", "head", "bias"), shape=_dense_shape,
     validate=_check_units,
 )  # fmt: skip
 _POOL: dict[str, Any] = dict(
-    role="pool", args=("size", "size_w"), min_args=1, flags={"s": ("strides", int)},
-    shape=_pool_shape, validate=_check_pool,
+    role="pool", args=("size", "size_w"), min_args=1,
+    flags={"s": ("strides", int), "p": ("same", bool)}, shape=_pool_shape, validate=_check_pool,
 )  # fmt: skip
 
 #: One declaration per token, in the arguments of :func:`kzoo.dsl.tokens.register_builtin`.
 BUILTIN_TOKENS: tuple[dict[str, Any], ...] = (
     dict(
         keyword="C", keras_class="Conv2D", role="conv", count="filters", count_required=True,
-        args=("kernel", "kernel_w"), min_args=1, flags=_CONV_FLAGS, kwargs=("init",),
+        args=("kernel", "kernel_w"), min_args=1, flags=_CONV_FLAGS, kwargs=("init", "bias"),
         shape=_conv_shape, validate=_check_conv,
         doc="convolution: filters, 'C', kernel size, e.g. '64C3', '64C1,7', '64C3s2'",
     ),
@@ -253,8 +314,13 @@ BUILTIN_TOKENS: tuple[dict[str, Any], ...] = (
     ),
     dict(
         keyword="BN", keras_class="BatchNormalization", role="batchnorm", modifier=True,
-        shape=_bn_shape, doc="batch normalisation, standalone 'BN' or attached '+BN'",
-        write=_write_batchnorm,
+        shape=_bn_shape, kwargs=("eps", "scale"), validate=_check_bn,
+        doc="batch normalisation, standalone 'BN' or attached '+BN'", write=_write_batchnorm,
+    ),
+    dict(
+        keyword="P", keras_class="ZeroPadding2D", role="pad", args=("before", "after"),
+        min_args=1, shape=_pad_shape, validate=_check_pad, write=_write_pad,
+        doc="zero padding: 'P3' pads 3 on every side, 'P0,1' 0 before and 1 after",
     ),
     dict(
         keyword="D", keras_class="Dropout", role="dropout", args=("rate",), modifier=True,
@@ -282,3 +348,12 @@ BUILTIN_TOKENS: tuple[dict[str, Any], ...] = (
 
 for _declaration in BUILTIN_TOKENS:
     register_builtin(**_declaration)
+
+#: The layers that join branches. Not keywords (``cat[...]`` and ``add[...]`` are groups, read
+#: by the parser), so not in the registry; the planner makes their steps.
+MERGE_TOKENS: dict[str, Token] = {
+    "add": Token("add", None, _add_shape, role="merge", keras_class="Add", doc="sum"),
+    "cat": Token(
+        "cat", None, _concat_shape, role="merge", keras_class="Concatenate", doc="concatenate"
+    ),
+}

@@ -24,11 +24,16 @@ class Row:
     token: str
     output_shape: Shape
     params: int
+    inputs: tuple[str, ...] = ()
+    """The layers it reads when that is not just the row above (a shortcut, a merge)."""
 
 
 @dataclass
 class Explanation:
     """Per-layer names, output shapes and parameter counts of an architecture.
+
+    A graph (residual groups, branches) prints an ``inputs`` column on the rows that do not
+    read the row above: a shortcut, the first layer of a branch, an add or a concatenation.
 
     Attributes:
         spec: The architecture text.
@@ -43,7 +48,8 @@ class Explanation:
     total_params: int
 
     def __str__(self) -> str:
-        table = [("layer", "token", "output shape", "params")]
+        graph = any(row.inputs for row in self.rows)
+        table = [("layer", "token", "output shape", "params", "inputs" if graph else "")]
         for row in self.rows:
             shape = "(" + ", ".join("None" if d is None else str(d) for d in row.output_shape)
             table.append(
@@ -52,9 +58,10 @@ class Explanation:
                     row.token,
                     shape + ("," if len(row.output_shape) == 1 else "") + ")",
                     f"{row.params:,}",
+                    ", ".join(row.inputs),
                 )
             )
-        widths = [max(len(r[i]) for r in table) for i in range(4)]
+        widths = [max(len(r[i]) for r in table) for i in range(5)]
         lines = [f"{self.spec}"]
         for i, r in enumerate(table):
             lines.append(
@@ -64,6 +71,7 @@ class Explanation:
                         r[1].ljust(widths[1]),
                         r[2].ljust(widths[2]),
                         r[3].rjust(widths[3]),
+                        r[4],
                     ]
                 ).rstrip()
             )
@@ -86,5 +94,7 @@ def explain(spec: str | Spec, input_shape: Any = None, **options: Any) -> Explan
     """
     result = plan(spec, input_shape, **options)
     rows = [Row(result.input_name, "(input)", result.input_shape, 0)]
-    rows += [Row(s.name, s.label, s.output_shape, s.n_params) for s in result.steps]
+    for step in result.steps:
+        shown = () if step.inputs == (rows[-1].name,) else step.inputs
+        rows.append(Row(step.name, step.label, step.output_shape, step.n_params, shown))
     return Explanation(result.text, result.input_shape, rows, sum(r.params for r in rows))

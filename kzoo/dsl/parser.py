@@ -2,11 +2,13 @@
 
 :func:`parse` walks the grammar (see docs/dsl.md) one character at a time::
 
-    spec     = [header] body
+    spec     = [options] [header] body
+    options  = "{" key=value {"," key=value} "}"   spec-wide: bias, eps, scale
     header   = INT {"x" INT} ":"        Keras order HxWxC   "28x28x1:"
              | INT {"x" INT} "-"        literature CxHxW    "1x28x28-"
     body     = item {"-" item}
     item     = unit {"+" modifier} ["{" key=value {"," key=value} "}"] ["x" INT]
+             | KIND "[" body {"|" body} "]" ["x" INT]     KIND: R PR cat add
     unit     = [INT] KEYWORD [number {"," number}] {flag} | "[" body "]" | "(" body ")"
 
 Keywords come from the token registry (:mod:`kzoo.dsl.tokens`). Every failure is a
@@ -20,7 +22,19 @@ from __future__ import annotations
 from dataclasses import replace
 
 from kzoo.dsl.architectures import list_architectures
-from kzoo.dsl.ast import MAX_DEPTH, MAX_LAYERS, Group, Layer, Modifier, Number, Spec, Value
+from kzoo.dsl.ast import (
+    BLOCK_KINDS,
+    MAX_DEPTH,
+    MAX_LAYERS,
+    Block,
+    Group,
+    Item,
+    Layer,
+    Modifier,
+    Number,
+    Spec,
+    Value,
+)
 from kzoo.dsl.tokens import Token, TokenProblem, get_token, keywords
 from kzoo.errors import SpecError
 from kzoo.suggest import closest, edit_distance
@@ -61,6 +75,17 @@ def _to_value(text: str) -> Value:
 
 
 _CLOSERS = {"[": "]", "(": ")"}
+#: spec-wide options of a leading '{...}': what each key sets, for the error that lists them
+SPEC_OPTIONS = {
+    "bias": "convolutions and dense layers followed by BN keep their bias (true/false)",
+    "eps": "epsilon of every BatchNormalization (a number > 0)",
+    "scale": "whether every BatchNormalization has gamma (true/false)",
+}
+_GROUPS_HELP = (
+    "branches are written inside a graph group: 'cat[64C1|48C1-64C5]' (concatenate), "
+    "'add[A|B]' (sum), 'R[body|shortcut]' (residual)"
+)
+_BRANCHES = {"R": (1, 2), "PR": (1, 2), "cat": (2, MAX_LAYERS), "add": (2, MAX_LAYERS)}
 
 
 def parse(spec: str) -> Spec:
@@ -156,13 +181,19 @@ class _Parser:
                 help="write layers joined by '-', e.g. '20C5-MP2-50C5-MP2-FC256-FC10'",
             )
         self.skip_ws()
+        options = self.spec_options()
         shape, header_span = self.header()
+        if not options:  # '28x28x1:{eps=1e-5}...' reads as well as '{eps=1e-5}28x28x1:...'
+            options = self.spec_options()
         items = self.body()
         self.skip_ws()
         if self.i < self.n:
             c = self.s[self.i]
             if c in ")]":
                 self.fail(f"unmatched {c!r}", self.i, help="remove it or add the opening bracket")
+            if c == "|":
+                self.fail("'|' outside a graph group", self.i, help=_GROUPS_HELP)
+            self.glued()
             self.fail(f"unexpected {c!r}", self.i, help="join layers with '-', e.g. '64C3-MP2'")
         total = sum(item.size() for item in items)
         if total > MAX_LAYERS:
@@ -172,7 +203,42 @@ class _Parser:
                 self.n,
                 help=f"kzoo expands repetition into separate layers, at most {MAX_LAYERS}",
             )
-        return Spec(tuple(items), shape, self.s, header_span)
+        return Spec(tuple(items), shape, self.s, header_span, tuple(sorted(options.items())))
+
+    def spec_options(self) -> dict[str, Value]:
+        if self.peek() != "{":
+            return {}
+        found = self.options(SPEC_OPTIONS, "the spec")
+        for key, value in found.items():
+            if key in ("bias", "scale") and not isinstance(value, bool):
+                self.fail(f"{key} must be true or false, got {value!r}", 0, self.i)
+            if key == "eps" and (isinstance(value, bool | str) or not value > 0):
+                self.fail(f"eps must be a number > 0, got {value!r}", 0, self.i, "e.g. eps=1e-5")
+        self.skip_ws()
+        return found
+
+    def glued(self) -> None:
+        """'F C10': a space split a layer token; point at both halves and suggest the whole."""
+        gap = self.i
+        while gap > 0 and self.s[gap - 1] in " \t":
+            gap -= 1
+        if gap == self.i or self.item_start >= gap:
+            return
+        end = self.i
+        while end < self.n and self.s[end] in _LETTERS + _DIGITS + ".,":
+            end += 1
+        whole = self.s[self.item_start : gap] + self.s[self.i : end]
+        try:
+            joined = _Parser(whole).parse()
+        except SpecError:
+            return
+        if len(joined.items) == 1 and isinstance(joined.items[0], Layer):
+            self.fail(
+                f"a space splits the layer token '{self.s[self.item_start : end]}'",
+                self.item_start,
+                end,
+                help=f"did you mean '{whole}'?",
+            )
 
     def header(self) -> tuple[tuple[int, ...] | None, tuple[int, int] | None]:
         start = j = self.i
@@ -226,7 +292,7 @@ class _Parser:
             dash = self.i
             self.i += 1
             self.skip_ws()
-            if self.peek() in ("", "]", ")"):
+            if self.peek() in ("", "]", ")", "|"):
                 self.fail("expected a layer after '-'", dash, help="remove the '-'")
             items.append(self.item())
 
@@ -234,8 +300,11 @@ class _Parser:
         self.skip_ws()
         start = self.item_start = self.i
         c = self.peek()
-        node: Layer | Group
-        if c in ("[", "("):
+        node: Item
+        kind = self.block_kind()
+        if kind is not None:
+            node = self.block(kind)
+        elif c in ("[", "("):
             node = self.group()
         elif c == "x" and self.at_digit(1):
             self.fail(
@@ -268,6 +337,96 @@ class _Parser:
             )
         return node
 
+    def block_kind(self) -> str | None:
+        """The word before a '[' that opens a graph group, or None if no such word is here."""
+        j = self.i
+        while j < self.n and self.s[j] in _LETTERS:
+            j += 1
+        if j == self.i or j >= self.n or self.s[j] != "[":
+            return None
+        word = self.s[self.i : j]
+        if word not in BLOCK_KINDS:
+            best = _nearest(word, list(BLOCK_KINDS))
+            self.fail(
+                f"unknown group '{word}['",
+                self.i,
+                j + 1,
+                help=(f"did you mean '{best}['? " if best else "")
+                + "graph groups are 'R[' (residual), 'PR[' (pre-activation residual), "
+                "'cat[' (concatenate) and 'add[' (sum); a plain group is just '['",
+            )
+        return word
+
+    def block(self, kind: str) -> Block:
+        start = self.i
+        opener = (start, start + len(kind) + 1)
+        if self.depth >= MAX_DEPTH:
+            self.fail("brackets nested too deeply", *opener, help=f"at most {MAX_DEPTH} levels")
+        self.depth += 1
+        self.i = opener[1]
+        branches: list[tuple[Item, ...]] = []
+        while True:
+            self.skip_ws()
+            if self.peek() in ("|", "]"):
+                what = "group" if not branches and self.peek() == "]" else "branch"
+                self.fail(
+                    f"empty {what} in '{kind}['",
+                    self.i,
+                    help="put layers in every branch, e.g. 'cat[64C1|48C1-64C5]'",
+                )
+            if self.peek() == "":
+                self.fail(f"unclosed '{kind}['", *opener, help="add ']' after the group")
+            branches.append(tuple(self.body()))
+            self.skip_ws()
+            found = self.peek()
+            if found == "|":
+                self.i += 1
+                continue
+            if found == "]":
+                break
+            if found == ")":
+                self.fail(f"'{kind}[' is closed by ')'", self.i, help="close it with ']'")
+            if found:
+                self.glued()
+                if found not in "-":
+                    self.fail(
+                        f"unexpected {found!r} in '{kind}['",
+                        self.i,
+                        help="join layers with '-' and branches with '|'",
+                    )
+            self.fail(f"unclosed '{kind}['", *opener, help="add ']' after the group")
+        self.i += 1
+        self.depth -= 1
+        low, high = _BRANCHES[kind]
+        if not low <= len(branches) <= high:
+            residual = high == 2
+            takes = "one body and at most one shortcut" if residual else "two or more branches"
+            plural = "es" if len(branches) != 1 else ""
+            self.fail(
+                f"'{kind}[' takes {takes}, got {len(branches)} branch{plural}",
+                start,
+                self.i,
+                help="e.g. 'R[64C3+BN-64C3+BN]' or 'R[body|64C1s2+BN]'"
+                if residual
+                else f"e.g. '{kind}[64C1|48C1-64C5]'",
+            )
+        self.after_group()
+        return Block(kind, tuple(branches))
+
+    def after_group(self) -> None:
+        after = self.peek()
+        if after in ("+", "{"):
+            what = "a modifier" if after == "+" else "options"
+            self.fail(
+                f"{what} cannot attach to a group",
+                self.i,
+                help="write it on each layer inside the brackets, e.g. '[64C3+BN-MP2]x2'",
+            )
+        if after == "_":
+            self.fail(
+                "repetition is written 'x3', not '_3'", self.i, help="write '[...]x3' to repeat"
+            )
+
     def group(self) -> Group:
         start = self.i
         opener = self.s[start]
@@ -287,21 +446,19 @@ class _Parser:
                 self.fail(
                     f"{opener!r} is closed by {found!r}", self.i, help=f"close it with {closer!r}"
                 )
+            if found == "|":
+                self.fail(
+                    f"'|' in the plain group opened at column {start + 1}",
+                    self.i,
+                    help="'|' separates branches only in a graph group: write 'cat[' "
+                    "(concatenate), 'add[' (sum) or 'R[' (residual body|shortcut) for the '['",
+                )
+            if found:
+                self.glued()
             self.fail(f"unclosed {opener!r}", start, help=f"add {closer!r} after the group")
         self.i += 1
         self.depth -= 1
-        after = self.peek()
-        if after in ("+", "{"):
-            what = "a modifier" if after == "+" else "options"
-            self.fail(
-                f"{what} cannot attach to a group",
-                self.i,
-                help="write it on each layer inside the brackets, e.g. '[64C3+BN-MP2]x2'",
-            )
-        if after == "_":
-            self.fail(
-                "repetition is written 'x3', not '_3'", self.i, help="write '[...]x3' to repeat"
-            )
+        self.after_group()
         return Group(tuple(items))
 
     def repeat(self) -> int:
@@ -495,6 +652,10 @@ class _Parser:
     def kwargs(self, token: Token) -> dict[str, Value]:
         if self.peek() != "{":
             return {}
+        return self.options(token.kwargs, token.keyword)
+
+    def options(self, allowed, owner: str) -> dict[str, Value]:
+        """``{key=value,...}`` at the cursor, keys checked against ``allowed``."""
         opener = self.i
         self.i += 1
         found: dict[str, Value] = {}
@@ -508,22 +669,31 @@ class _Parser:
                 if self.peek() == "":
                     self.fail("unclosed '{'", opener, help="add '}' after the options")
                 self.fail("expected key=value", self.i, help="e.g. '64C7{init=gabor}'")
-            if key not in token.kwargs:
-                best = closest(key, token.kwargs, max_results=1)
+            if key not in allowed:
+                best = closest(key, allowed, max_results=1)
                 if best:
                     hint = f"did you mean '{best[0]}'?"
-                elif token.kwargs:
-                    hint = f"{token.keyword} takes the options " + ", ".join(token.kwargs)
+                elif allowed:
+                    hint = f"{owner} takes the options " + ", ".join(allowed)
                 else:
-                    hint = f"{token.keyword} takes no options"
-                self.fail(f"unknown option {key!r} for {token.keyword}", kstart, self.i, help=hint)
+                    hint = f"{owner} takes no options"
+                self.fail(f"unknown option {key!r} for {owner}", kstart, self.i, help=hint)
             if key in found:
                 self.fail(f"option {key!r} is given twice", kstart, self.i, help="keep one")
             if self.peek() != "=":
                 self.fail(f"expected '=' after {key!r}", self.i, help=f"e.g. '{{{key}=...}}'")
             self.i += 1
             vstart = self.i
-            while self.peek() != "" and self.peek() in _LETTERS + _DIGITS + ".":
+            while self.peek() != "" and (
+                self.peek() in _LETTERS + _DIGITS + "."
+                or (  # the sign of an exponent: 1e-5, 1.001e-05
+                    self.peek() in "+-"
+                    and self.s[self.i - 1] in "eE"
+                    and self.i - 1 > vstart
+                    and self.s[vstart] in _DIGITS + "."
+                    and self.at_digit(1)
+                )
+            ):
                 self.i += 1
             if self.i == vstart:
                 self.fail(f"expected a value for {key!r}", vstart, help=f"e.g. '{{{key}=...}}'")

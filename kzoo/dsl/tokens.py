@@ -49,6 +49,8 @@ ROLES = (
     "conv",
     "dense",
     "pool",
+    "pad",
+    "merge",
     "global_pool",
     "flatten",
     "batchnorm",

@@ -31,6 +31,8 @@ MODES: dict[str, dict[str, Any]] = {
         "mean": (0.485, 0.456, 0.406),
         "std": (0.229, 0.224, 0.225),
     },
+    # tf: Inception and ResNet V2 in keras.applications; RGB scaled to [-1, 1]
+    "tf": {"flip": False, "scale": 1.0 / 127.5, "mean": (1.0, 1.0, 1.0), "std": None},
     "none": {"flip": False, "scale": 1.0, "mean": None, "std": None},
 }
 
@@ -93,7 +95,7 @@ def preprocess_images(
     Args:
         x: Channels-last RGB images with values in 0-255: a NumPy array (any numeric dtype) or
             a backend tensor.
-        mode: ``"caffe"``, ``"torch"`` or ``"none"`` (see :class:`ImagePreprocessing`).
+        mode: ``"caffe"``, ``"torch"``, ``"tf"`` or ``"none"`` (see :class:`ImagePreprocessing`).
         mean: Optional per-channel mean replacing the mode's.
         std: Optional per-channel standard deviation replacing the mode's.
 
@@ -134,13 +136,15 @@ class ImagePreprocessing(keras.layers.Layer):
       (BGR order, 0-255 scale). The original VGG weights and ``keras.applications.vgg19``.
     * ``"torch"``: divide by 255, subtract ``[0.485, 0.456, 0.406]``, divide by
       ``[0.229, 0.224, 0.225]``. torchvision's weights.
+    * ``"tf"``: divide by 127.5 and subtract 1, so RGB lands in [-1, 1]. InceptionV3 and
+      ResNet V2 as keras.applications ships them.
     * ``"none"``: no conversion unless ``mean``/``std`` are given.
 
     ``mean``/``std`` override the mode's values; give them in the mode's channel order and
     scale (BGR 0-255 for caffe, RGB 0-1 for torch).
 
     Args:
-        mode: ``"caffe"``, ``"torch"`` or ``"none"``.
+        mode: ``"caffe"``, ``"torch"``, ``"tf"`` or ``"none"``.
         mean: Optional per-channel mean.
         std: Optional per-channel standard deviation.
         **kwargs: Standard layer arguments (``name``, ``dtype``, ...).

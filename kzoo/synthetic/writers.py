@@ -18,7 +18,13 @@ import numpy as np
 from kzoo.synthetic.encoding import Py2Pickler, caffe_layer, field_key, varint_bytes
 from kzoo.synthetic.layouts import TINY_VGG19, VGGLayout
 
-__all__ = ["write_caffe", "write_keras_h5", "write_lasagne", "write_safetensors"]
+__all__ = [
+    "write_caffe",
+    "write_keras_h5",
+    "write_lasagne",
+    "write_legacy_h5",
+    "write_safetensors",
+]
 
 
 def _normal(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> np.ndarray:
@@ -70,8 +76,6 @@ def write_keras_h5(
     Returns:
         The Keras-layout arrays written, keyed by layer name.
     """
-    import h5py
-
     rng = np.random.default_rng(seed)
     layers: list[tuple[str, list[np.ndarray]]] = [("input_1", [])]
     for block, index, c_in, c_out in layout.convs():
@@ -83,20 +87,45 @@ def write_keras_h5(
         layers.append(("flatten", []))
         for name, n_in, n_out in layout.dense():
             layers.append((name, [_normal(rng, (n_in, n_out), n_in), _bias(rng, n_out)]))
+    write_legacy_h5(path, layers, naming=naming)
+    return {name: arrays for name, arrays in layers if arrays}
+
+
+def write_legacy_h5(
+    path: Path, layers: list[tuple[str, list[np.ndarray]]], *, naming: str = "keras2"
+) -> None:
+    """Write layers' arrays in the legacy Keras HDF5 weights layout (``save_weights`` of Keras 2).
+
+    Root attribute ``layer_names`` lists every layer in order (those without weights too);
+    each layer's group has attribute ``weight_names`` and one dataset per array in that order.
+
+    Args:
+        path: The file to write.
+        layers: ``(layer name, arrays)`` in model order; arrays in ``layer.weights`` order.
+        naming: ``"keras2"`` (``conv1/kernel:0``, ``gamma:0``...) or ``"keras1"``
+            (``conv1_W_1:0``, ``conv1_b_1:0``).
+    """
+    import h5py
+
     with h5py.File(path, "w") as h5:
         h5.attrs["layer_names"] = [name.encode() for name, _ in layers]
         h5.attrs["backend"] = b"tensorflow"
         h5.attrs["keras_version"] = b"2.2.4" if naming == "keras2" else b"1.2.2"
         for name, arrays in layers:
             group = h5.create_group(name)
-            if naming == "keras2":
-                names = [f"{name}/{w}:0" for w in ("kernel", "bias")[: len(arrays)]]
-            else:
-                names = [f"{name}_{w}_1:0" for w in ("W", "b")[: len(arrays)]]
+            names = [_weight_name(name, len(arrays), i, naming) for i in range(len(arrays))]
             group.attrs["weight_names"] = [n.encode() for n in names]
             for weight_name, array in zip(names, arrays, strict=True):
                 group.create_dataset(weight_name, data=array)
-    return {name: arrays for name, arrays in layers if arrays}
+
+
+def _weight_name(layer: str, count: int, index: int, naming: str) -> str:
+    if count in (3, 4) and naming == "keras2":  # BatchNormalization (3: scale=False)
+        leaves = ("gamma", "beta", "moving_mean", "moving_variance")[4 - count :]
+        return f"{layer}/{leaves[index]}:0"
+    if naming == "keras2":
+        return f"{layer}/{('kernel', 'bias')[index]}:0"
+    return f"{layer}_{('W', 'b', 'mean', 'std')[index]}_1:0"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ Modules, each importing only those above it:
 * :mod:`.names` - which entries a name selects;
 * :mod:`.store` - converted weights saved by layer name; :mod:`.weights` - raw files fetched,
   imported, verified and purged, and the plan that finds or makes a conversion;
+* :mod:`.hub` - Hub ids (``hf://org/name``) as model entries, from the repo's config;
 * :mod:`.classes` - class names; :mod:`.loader` - ``load`` and friends;
 * :mod:`.extractor` - ``features``: a model of the outputs of layers inside a network.
 
@@ -31,6 +32,9 @@ _EXPORTS = {
     "ModelEntry": "kzoo.zoo.entries:ModelEntry",
     "WeightSource": "kzoo.zoo.entries:WeightSource",
     "features": "kzoo.zoo.extractor:features",
+    "fetch_hub": "kzoo.zoo.hub:fetch_hub",
+    "hub_model": "kzoo.zoo.hub:hub_model",
+    "parse_hub_id": "kzoo.download.hub:parse",
     "decode_predictions": "kzoo.zoo.loader:decode_predictions",
     "list_models": "kzoo.zoo.loader:list_models",
     "load": "kzoo.zoo.loader:load",

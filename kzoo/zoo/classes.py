@@ -12,8 +12,10 @@ from functools import lru_cache
 
 from kzoo import download
 from kzoo.converters.lasagne import read_lasagne_metadata
+from kzoo.download import is_hub_id
 from kzoo.errors import ConversionError, KzooError
 from kzoo.zoo.entries import EMBEDDED_CLASSES
+from kzoo.zoo.hub import hub_model
 from kzoo.zoo.manifest import ManifestLike, load_manifest
 from kzoo.zoo.names import DEFAULT, resolve
 from kzoo.zoo.weights import fetch_raw
@@ -26,9 +28,15 @@ def class_names(
     manifest: ManifestLike | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> list[tuple[str, str]]:
-    """The ``(wnid, name)`` of each class of a weight source, in output order."""
+    """The ``(wnid, name)`` of each class of a weight source (or Hub id), in output order."""
     man = load_manifest(manifest)
-    _, source = resolve(weights, DEFAULT, man)
+    if is_hub_id(weights):  # the repo's label_names, numbered classes, or ImageNet-1k's
+        found = hub_model(weights, cache_dir)
+        if found.labels is not None:
+            return list(found.labels)
+        source = found.source
+    else:
+        _, source = resolve(weights, DEFAULT, man)
     if source is None or source.classes is None:
         raise KzooError(f"{weights!r} has no class names in the manifest")
     if source.classes == EMBEDDED_CLASSES:

@@ -28,7 +28,7 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 # kzoo.layers.MODES, which imports Keras; a test keeps the two equal
-PREPROCESSING_MODES = ("caffe", "none", "torch")
+PREPROCESSING_MODES = ("caffe", "none", "tf", "torch")
 CLASS_FORMATS = ("keras_class_index",)
 VARIANTS = ("top", "notop")
 EMBEDDED_CLASSES = "embedded"  # class names read from the weights file itself (Lasagne)
@@ -68,7 +68,13 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class WeightSource:
-    """One set of pretrained weights for a model (a "tag": imagenet, caffe, tv_in1k, ...)."""
+    """One set of pretrained weights for a model (a "tag": imagenet, caffe, tv_in1k, ...).
+
+    Attributes:
+        spec: The architecture variant these weights need, where it is not the model's own
+            (``"resnet50_torch"`` for torchvision's ``resnet50``: stride on the 3x3, no conv
+            bias), so one model name per depth serves every source; None for the model's.
+    """
 
     model: str
     tag: str
@@ -79,6 +85,7 @@ class WeightSource:
     license: str | None = None
     description: str = ""
     import_only: str | None = None
+    spec: str | None = None
 
     @property
     def qualified_name(self) -> str:
@@ -106,6 +113,10 @@ class ModelEntry:
     default_weights: str | None
     weights: Mapping[str, WeightSource]
     description: str = ""
+
+    def spec_for(self, source: WeightSource | None) -> str:
+        """The architecture a load with ``source`` builds: the source's own, else the model's."""
+        return source.spec if source is not None and source.spec else self.spec
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 >>> model = kzoo.load("vgg19")                      # Oxford weights, Keras's copy
 >>> model = kzoo.load("vgg19.tv_in1k", include_top=False, input_shape=(160, 160, 3))
 >>> kzoo.decode_predictions(model.predict(images))  # [[(wnid, name, score), ...], ...]
+>>> model = kzoo.load("hf://timm/vgg19_bn.tv_in1k")   # a timm repo on the Hugging Face Hub
 
 A load is: manifest entry -> ``kzoo.build(spec)`` with an ImagePreprocessing layer -> the
 converted weights from the cache, or else download (verified) -> convert -> store -> assign
@@ -25,9 +26,11 @@ from kzoo import converters
 from kzoo.backend import require_backend
 from kzoo.builder import build
 from kzoo.converters.assign import assign
-from kzoo.errors import ConversionError, DownloadError
+from kzoo.download import is_hub_id
+from kzoo.errors import ConversionError, DownloadError, KzooError
 from kzoo.zoo.classes import class_names
 from kzoo.zoo.entries import ModelEntry, WeightSource
+from kzoo.zoo.hub import hub_model
 from kzoo.zoo.manifest import ManifestLike, load_manifest
 from kzoo.zoo.names import DEFAULT, resolve
 from kzoo.zoo.weights import WeightsPlan
@@ -52,7 +55,8 @@ def load(
     """Build a zoo model and load its pretrained weights.
 
     Args:
-        name: A model (``"vgg19"``) or a timm-style ``"model.tag"`` (``"vgg19.tv_in1k"``).
+        name: A model (``"vgg19"``), a timm-style ``"model.tag"`` (``"vgg19.tv_in1k"``) or a
+            Hub id ``"hf://org/name[@revision]"`` (a timm repo; docs/zoo.md, "Hub ids").
         weights: A weights tag of the model (``"imagenet"``, ``"caffe"``, ``"lasagne"``,
             ``"tv_in1k"``), ``"default"`` for the model's default tag, None for random
             weights, or the path of a local file in a supported format.
@@ -77,7 +81,7 @@ def load(
         ConversionError: The file does not fit the model.
     """
     require_backend()  # before any download: no point fetching weights Keras cannot load
-    entry, source, local = _selected(name, weights, manifest)
+    entry, source, local, normalization = _selected(name, weights, manifest, cache_dir)
     shape = _input_shape(entry, include_top, input_shape, pooling)
     plan = _plan(entry, source, include_top, cache_dir, progress)
     layer = None
@@ -85,9 +89,9 @@ def load(
         from kzoo.layers import ImagePreprocessing
 
         mode = source.preprocessing if source else _preprocessing_for(entry, local)
-        layer = ImagePreprocessing(mode=mode, name="preprocessing")
+        layer = ImagePreprocessing(mode=mode, **normalization, name="preprocessing")
     model = build(
-        entry.spec,
+        entry.spec_for(source or _source_of_format(entry, local)),
         input_shape=shape,
         include_top=include_top,
         pooling=pooling,
@@ -132,19 +136,31 @@ def prepare_weights(
         DownloadError: The file cannot be fetched (OfflineError when ``KZOO_OFFLINE=1``).
         ConversionError: A local weights file that its format's reader refuses.
     """
-    entry, source, _ = _selected(name, weights, manifest)
+    entry, source, _, _ = _selected(name, weights, manifest, cache_dir)
     _plan(entry, source, include_top, cache_dir, progress)
 
 
 def _selected(
-    name: str, weights: str | os.PathLike[str] | None, manifest: ManifestLike | None
-) -> tuple[ModelEntry, WeightSource | None, tuple[Path, str] | None]:
-    """The entry, its weight source, and a local weights file (read once: a bad one fails)."""
+    name: str,
+    weights: str | os.PathLike[str] | None,
+    manifest: ManifestLike | None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> tuple[ModelEntry, WeightSource | None, tuple[Path, str] | None, dict[str, Any]]:
+    """The entry, its weight source, a local weights file (read once: a bad one fails), and
+    the preprocessing's mean/std when the source has its own (Hub repos)."""
+    if is_hub_id(name):
+        if weights not in (DEFAULT, None):
+            raise KzooError(
+                f"a Hub id carries its weights: pass weights='default' or None. "
+                f"Received: name={name!r}, weights={weights!r}"
+            )
+        found = hub_model(name, cache_dir)
+        return found.entry, found.source if weights else None, None, found.normalization
     entry, source = resolve(name, weights, load_manifest(manifest))
     local = _local_file(weights, entry) if source is None and weights is not None else None
     if local is not None:  # a bad file fails now, before the (slow) build
         converters.inspect(local[1], local[0], values=False)
-    return entry, source, local
+    return entry, source, local, {}
 
 
 def _plan(
@@ -228,6 +244,9 @@ def preprocess_input(
     """
     from kzoo.layers import preprocess_images
 
+    if is_hub_id(weights):
+        found = hub_model(weights)
+        return preprocess_images(x, found.source.preprocessing, **found.normalization)
     _, source = resolve(weights, DEFAULT, load_manifest(manifest))
     return preprocess_images(x, source.preprocessing if source else "none")
 
@@ -280,6 +299,13 @@ def _set_bn_epsilon(model: keras.Model, epsilon: float) -> None:
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.epsilon = epsilon  # read at call time and saved by get_config
+
+
+def _source_of_format(entry: ModelEntry, local: tuple[Path, str] | None) -> WeightSource | None:
+    """The model's first weight source in a local file's format (its spec fits the file)."""
+    if local is None:
+        return None
+    return next((s for s in entry.weights.values() if s.format == local[1]), None)
 
 
 def _preprocessing_for(entry: ModelEntry, local: tuple[Path, str] | None) -> str:

@@ -21,7 +21,13 @@ DEFAULT = "default"  # weights= value meaning "the model's default_weights"
 
 
 def names_a_file(name: str) -> bool:
-    """Whether ``name`` is a saved model's path (``flowers.keras``, ``out/m``), not a zoo name."""
+    """Whether ``name`` is a saved model's path (``flowers.keras``, ``out/m``), not a zoo name.
+
+    A Hub id (``hf://org/name``) is a zoo name. The scheme is spelled here rather than asked
+    of :mod:`kzoo.download.hub`, so that reading names costs no downloader import.
+    """
+    if name.strip().lower().startswith("hf://"):
+        return False
     return name.endswith((".keras", ".h5")) or "/" in name or "\\" in name
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from kzoo.converters import FORMATS
+from kzoo.converters import FORMATS, FORMER_NAMES, canonical_format
 from kzoo.dsl import get_architecture
 from kzoo.dsl import parse as parse_spec
 from kzoo.errors import ManifestError, SpecError
@@ -116,9 +116,12 @@ def _source(model: str, tag: str, raw: Any, path: str, classes: Mapping[str, Any
         raw,
         path,
         required=("format", "preprocessing", "files"),
-        optional=("classes", "license", "description", "import_only"),
+        optional=("classes", "license", "description", "import_only", "spec"),
     )
-    fmt = _choice(raw["format"], f"{path}.format", tuple(FORMATS))
+    fmt = raw["format"]
+    fmt = canonical_format(fmt) if isinstance(fmt, str) and fmt in FORMER_NAMES else fmt
+    fmt = _choice(fmt, f"{path}.format", tuple(FORMATS))
+    spec = _spec(raw["spec"], f"{path}.spec") if "spec" in raw else None
     mode = _choice(raw["preprocessing"], f"{path}.preprocessing", PREPROCESSING_MODES)
     import_only = raw.get("import_only")
     if import_only is not None:
@@ -157,6 +160,7 @@ def _source(model: str, tag: str, raw: Any, path: str, classes: Mapping[str, Any
         license=_optional_string(raw.get("license"), f"{path}.license"),
         description=_string(raw.get("description", ""), f"{path}.description", empty=True),
         import_only=import_only,
+        spec=spec,
     )
 
 
