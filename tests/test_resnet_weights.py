@@ -411,13 +411,21 @@ def test_kzoo_load_of_keras_applications_resnet50v2_file_matches_keras_applicati
 
     import kzoo
 
+    # kzoo.build("resnet50_v2", include_top=False) with an unknown input size (None, None, 3)
+    # misses the stride of the last block's shortcut (a builder issue, not a weights one)
     source = keras.applications.ResNet50V2(weights=None, include_top=include_top)
     _randomise(source, seed=7)
     path = tmp_path / "resnet50v2.h5"
     _legacy_file(source, path)
     x = np.random.default_rng(0).uniform(0, 255, (1, 224, 224, 3)).astype("f4")
     inputs = keras.applications.resnet_v2.preprocess_input(x.copy())
-    model = kzoo.load("resnet50_v2", weights=path, include_top=include_top, preprocessing=False)
+    model = kzoo.load(
+        "resnet50_v2",
+        weights=path,
+        include_top=include_top,
+        input_shape=(224, 224, 3),  # a fixed size: see the graph builder's open issue below
+        preprocessing=False,
+    )
     np.testing.assert_array_equal(predict(model, inputs), predict(source, inputs))
 
 
