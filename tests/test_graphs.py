@@ -310,3 +310,16 @@ def test_any_size_input_plans_the_same_shortcuts(name):
     any_size = kzoo.explain(name, input_shape=(None, None, 3), include_top=False, pooling="avg")
     assert [r.name for r in any_size.rows] == [r.name for r in fixed.rows]
     assert any_size.total_params == fixed.total_params
+
+
+def test_explaining_a_graph_never_imports_keras():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, kzoo\n"
+        "kzoo.explain('resnet152'); kzoo.explain('inception_v3'); kzoo.explain('resnet50_v2')\n"
+        "print(sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
