@@ -118,7 +118,9 @@ def test_lr_find_refuses_an_uncompiled_model_and_bad_settings():
 def _accuracy_after_three_epochs(rate: float, x, y, x_val, y_val) -> float:
     keras.utils.set_random_seed(0)
     model = kzoo.build("lenet", input_shape=(28, 28, 1))
-    model.compile(keras.optimizers.Adam(rate), "sparse_categorical_crossentropy", ["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(rate), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     model.fit(x, y, epochs=3, batch_size=32, verbose=0)
     return float(model.evaluate(x_val, y_val, verbose=0)[1])
 
