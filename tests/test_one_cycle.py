@@ -116,3 +116,24 @@ def test_momentum_cycling_sets_beta_1_and_changes_training():
         for a, b in zip(cycled.weights, plain.weights, strict=True)
     )
     assert difference > 1e-6
+
+
+@pytest.mark.backend
+def test_one_cycle_drives_each_group_of_a_per_group_optimizer():
+    """The fine-tuning optimizer's shape: new layers at the rate, the conv at a tenth."""
+    x, y = digits()
+    model = small_cnn(0)
+    schedule = OneCycle(1e-3, total_steps=10)
+    conv_paths = [v.path for v in model.layers[1].trainable_variables]
+    fast, slow = keras.optimizers.Adam(schedule), keras.optimizers.Adam(schedule.scaled(0.1))
+    mapping = keras.optimizers.OptimizerMap(fast, {path: slow for path in conv_paths})
+    model.compile(keras.optimizers.MultiOptimizer(mapping), "sparse_categorical_crossentropy")
+    model.fit(x[:96], y[:96], batch_size=32, epochs=1, verbose=0)
+    rates = [float(keras.ops.convert_to_numpy(o.learning_rate)) for o in (fast, slow)]
+    expected = _reference(3, 1e-3, 10, 0.25, 25, 1e4)
+    np.testing.assert_allclose(rates, [expected, expected / 10], rtol=1e-5)
+    # the optimizer's config carries both cycles
+    again = keras.optimizers.deserialize(keras.optimizers.serialize(model.optimizer))
+    schedules = [o._learning_rate for o in again.optimizers]
+    assert all(isinstance(s, OneCycle) for s in schedules)
+    assert sorted({s.max_lr for s in schedules}) == pytest.approx([1e-4, 1e-3])
