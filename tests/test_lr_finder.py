@@ -140,3 +140,14 @@ def test_three_epochs_at_the_suggestion_match_the_best_hand_picked_rate():
     )
     found = _accuracy_after_three_epochs(suggestion, x_train, y_train, x_val, y_val)
     assert found >= best - 0.01, (suggestion, found, best)
+
+
+def test_a_sweep_whose_loss_never_falls_says_the_suggestion_means_nothing(caplog):
+    from kzoo.loop.lr_finder import _suggestions
+
+    rates = np.geomspace(1e-6, 1.0, 20)
+    _suggestions(rates, np.linspace(2.0, 3.0, 20))  # rising from the start
+    assert "did not fall" in caplog.text
+    caplog.clear()
+    _suggestions(rates, np.concatenate([np.linspace(2.0, 0.5, 15), np.linspace(0.6, 3.0, 5)]))
+    assert "did not fall" not in caplog.text

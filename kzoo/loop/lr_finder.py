@@ -15,6 +15,7 @@ rates that are too high.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterator
@@ -36,6 +37,8 @@ RULES = {
     "steepest": "steepest descent of the smoothed loss (most negative slope against log rate)",
 }
 _DEFAULT_RULE = "minimum/10"
+
+logger = logging.getLogger("kzoo")
 
 
 @dataclass
@@ -234,6 +237,12 @@ def _suggestions(rates: np.ndarray, smoothed: np.ndarray) -> dict[str, float]:
             f"rate off the curve; lower start_lr. Received: rates up to {rates.max():.3g}"
         )
     lowest = int(np.argmin(smoothed))
+    if lowest < 3:
+        logger.warning(
+            "the loss did not fall during the learning-rate sweep (lowest at %.3g, its start): "
+            "the suggestion means nothing; sweep more steps or from a higher start_lr",
+            rates[lowest],
+        )
     # the slope only before the minimum: past it the loss is already blowing up
     stop = max(lowest, 2) + 1
     slopes = np.gradient(smoothed[:stop], np.log10(rates[:stop]))
