@@ -34,7 +34,7 @@ def test_the_top_losses_find_deliberately_flipped_labels_by_file_name(tmp_path):
     names = _write_folder(tmp_path / "train", x, y)
     model = small_cnn(0)
     model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy")
-    model.fit(x, y, batch_size=32, epochs=4, verbose=0)
+    model.fit(x, y, batch_size=64, epochs=3, verbose=0)
     found = interpret(model, tmp_path / "train")
     top = found.top_losses(50)
     assert all(t.path is not None for t in top)

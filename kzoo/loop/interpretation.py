@@ -207,25 +207,30 @@ def interpret(
     input_shape = tuple(getattr(model, "input_shape", ())[1:]) or None
     source = labelled(data, y, input_shape=input_shape)
     options = tta if isinstance(tta, dict) else {}
-    outputs, labels, heap = [], [], []
-    offset = 0
-    for x_batch, y_batch in source.batches(batch_size):
+
+    def predict(x: np.ndarray) -> np.ndarray:
         if tta:
-            probabilities = predict_tta(model, x_batch, batch_size=batch_size, **options)
-        else:
-            probabilities = to_probabilities(model.predict(x_batch, verbose=0))
+            return predict_tta(model, x, batch_size=batch_size, **options)
+        return to_probabilities(model.predict(x, batch_size=batch_size, verbose=0))
+
+    outputs, labels, heap = [], [], []
+    if source.x is not None:  # in memory: one predict call (each call has a fixed cost)
+        outputs.append(predict(np.asarray(source.x, dtype=np.float32)))
+        labels.append(class_indices(source.y))
+    offset = 0
+    for x_batch, y_batch in source.batches(batch_size) if source.x is None else ():
+        probabilities = predict(x_batch)
         indices = class_indices(y_batch)
         outputs.append(probabilities)
         labels.append(indices)
-        if source.x is None:  # a dataset: keep only the worst images
-            rows = np.arange(len(indices))
-            losses = -np.log(np.maximum(probabilities[rows, indices], 1e-300))
-            for row, loss in enumerate(losses):
-                item = (float(loss), offset + row, np.asarray(x_batch[row]))
-                if len(heap) < keep:
-                    heapq.heappush(heap, item)
-                elif item[0] > heap[0][0]:
-                    heapq.heapreplace(heap, item)
+        rows = np.arange(len(indices))  # a dataset: keep only the worst images
+        losses = -np.log(np.maximum(probabilities[rows, indices], 1e-300))
+        for row, loss in enumerate(losses):
+            item = (float(loss), offset + row, np.asarray(x_batch[row]))
+            if len(heap) < keep:
+                heapq.heappush(heap, item)
+            elif item[0] > heap[0][0]:
+                heapq.heapreplace(heap, item)
         offset += len(indices)
     if not outputs:
         raise ValueError("interpret received no data")
