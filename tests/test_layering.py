@@ -48,7 +48,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(
         ("kzoo.builder", "kzoo.synthetic", "kzoo.plots", "kzoo.deploy", "kzoo.datacheck"), 3
     ),
-    "kzoo.zoo": 4,
+    **dict.fromkeys(("kzoo.zoo", "kzoo.loop", "kzoo.report"), 4),
     **dict.fromkeys(("kzoo.transfer_learning", "kzoo.losses"), 5),
     "kzoo.input_optimization": 6,
     **dict.fromkeys(("kzoo", "kzoo.tokens"), 7),  # the face, and the deprecated alias

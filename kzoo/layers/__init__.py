@@ -10,6 +10,10 @@ Each one implements a piece of standard training advice so that it travels with 
   predictions come back in the target's units (:mod:`.standardization`).
 * :class:`GaborInitializer` - start first-layer convolutions as a bank of oriented edge
   filters (:mod:`.initializers`).
+* :class:`OneCycle` - the one-cycle learning-rate schedule, saved with the optimizer
+  (:mod:`.schedules`).
+* :class:`TemperatureScaling` - calibrated probabilities, a fitted temperature inside the
+  model so that saved and exported files carry them (:mod:`.calibration`).
 
 Everything is written with ``keras.ops`` and works on the TensorFlow, JAX and torch backends.
 Importing this package registers every class with Keras; ``import kzoo`` arranges that as soon
@@ -18,8 +22,10 @@ as Keras is imported, so ``keras.saving.load_model`` finds them.
 
 from __future__ import annotations
 
+from kzoo.layers.calibration import TemperatureScaling
 from kzoo.layers.initializers import GaborInitializer, GaborParams
 from kzoo.layers.preprocessing import MODES, ImagePreprocessing, preprocess_images
+from kzoo.layers.schedules import OneCycle
 from kzoo.layers.standardization import TargetStandardizer, fit_standardization
 
 __all__ = [
@@ -27,7 +33,9 @@ __all__ = [
     "GaborInitializer",
     "GaborParams",
     "ImagePreprocessing",
+    "OneCycle",
     "TargetStandardizer",
+    "TemperatureScaling",
     "fit_standardization",
     "preprocess_images",
 ]

@@ -11,6 +11,9 @@
   (Zeiler & Fergus 2014); no gradients, so it shows whole regions the class depends on.
   :func:`occlusion_map` returns the map as an array.
 * :func:`plot_history`: training curves, with the boundary between the two transfer phases.
+* :func:`plot_lr_finder`, :func:`plot_confusion_matrix`, :func:`plot_image_grid` (the top
+  losses with their saliency), :func:`plot_reliability`: the practitioner's loop
+  (:mod:`.evaluation`; :mod:`kzoo.loop` computes what they show).
 
 Layers are found inside nested models too (a transfer model's base), by name or by path
 (``"vgg19/block4_conv2"``). :mod:`.saliency` holds the saliency maths as NumPy arrays,
@@ -20,6 +23,12 @@ Layers are found inside nested models too (a transfer model's base), by name or 
 
 from __future__ import annotations
 
+from kzoo.plots.evaluation import (
+    plot_confusion_matrix,
+    plot_image_grid,
+    plot_lr_finder,
+    plot_reliability,
+)
 from kzoo.plots.figures import (
     feature_grid,
     feature_maps,
@@ -40,10 +49,14 @@ __all__ = [
     "kernel_grid",
     "load_image",
     "occlusion_map",
+    "plot_confusion_matrix",
     "plot_feature_maps",
     "plot_history",
+    "plot_image_grid",
     "plot_kernels",
+    "plot_lr_finder",
     "plot_occlusion",
+    "plot_reliability",
     "plot_saliency",
     "saliency_map",
 ]
