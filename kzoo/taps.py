@@ -20,6 +20,7 @@ private method): Keras has no public way to reach a layer inside a nested model'
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -91,12 +92,18 @@ def find_layer(model: Any, name: str) -> tuple[str, Any]:
 
 
 def block_outputs(model: Any) -> list[str]:
-    """Paths of the last layer of each block: the layer that feeds each pooling layer.
+    """Paths of the last layer of each block: the activations at every scale of the network.
 
-    For VGG that is ``block1_conv2``, ``block2_conv2``, ``block3_conv4``, ... (with batch norm,
-    the ``_relu`` after each), i.e. the activations at every scale the network pools.
+    For VGG, the layer that feeds each pooling layer: ``block1_conv2``, ``block2_conv2``,
+    ``block3_conv4``, ... (with batch norm, the ``_relu`` after each). For a ResNet (layers
+    named as keras.applications names them), the stem's ``conv1_relu`` and each stage's last
+    block output: ``conv2_block3_out``, ``conv3_block4_out``, ``conv4_block6_out``,
+    ``conv5_block3_out`` for ResNet-50.
     """
     paths = list(layer_paths(model).items())
+    stages = _stage_outputs([path for path, _ in paths])
+    if stages:
+        return stages
     by_id = {id(layer): path for path, layer in paths}
     found = []
     for index, (_, layer) in enumerate(paths):
@@ -108,6 +115,22 @@ def block_outputs(model: Any) -> list[str]:
         if feeder not in found:
             found.append(feeder)
     return found
+
+
+_STAGE_OUTPUT = re.compile(r"(?:.*/)?conv(\d+)_block\d+_out$")
+
+
+def _stage_outputs(paths: list[str]) -> list[str]:
+    """A ResNet's stem activation and the last block output of each stage, or [] for others."""
+    last: dict[str, str] = {}
+    for path in paths:
+        match = _STAGE_OUTPUT.match(path)
+        if match:
+            last[match.group(1)] = path  # later blocks of a stage replace earlier ones
+    if not last:
+        return []
+    stem = [p for p in paths if p.rsplit("/", 1)[-1] == "conv1_relu"]
+    return stem[:1] + list(last.values())
 
 
 def _feeder(layer: Any, by_id: dict[int, str]) -> str | None:

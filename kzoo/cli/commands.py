@@ -321,6 +321,21 @@ def _add_transfer(subparsers: argparse._SubParsersAction) -> None:
         help="RAM for cached features before they spill to disk, e.g. 4GiB (default: a "
         "quarter of the available memory)",
     )
+    parser.add_argument(
+        "--schedule",
+        choices=("constant", "one_cycle"),
+        default="constant",
+        help="learning rate per phase: constant, or warm-up then cosine annealing",
+    )
+    parser.add_argument(
+        "--class-weight",
+        choices=("none", "balanced"),
+        default="none",
+        help="'balanced': weight classes by their inverse frequency in the training data",
+    )
+    parser.add_argument(
+        "--report", metavar="PATH", help="write a self-contained HTML report, e.g. run.html"
+    )
     parser.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"))
     parser.add_argument("--seed", type=int, default=0, help="split and initialisation seed")
     parser.add_argument("--no-diagnostics", action="store_true", help="no training checks")

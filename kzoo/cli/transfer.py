@@ -26,7 +26,7 @@ from pathlib import Path
 
 import keras
 
-from kzoo.datacheck import check_images
+from kzoo.datacheck import DataReport, check_images
 from kzoo.errors import TransferError
 from kzoo.transfer_learning import initialize_processes, is_chief, transfer
 
@@ -39,8 +39,11 @@ def run_transfer(args: argparse.Namespace) -> int:
     several = int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1") or 1) > 1
     if several:
         initialize_processes()  # started by a launcher as one of several processes
-    if not args.no_check and not _data_fits(data, args.quiet or (several and not is_chief())):
-        return 1
+    check = None
+    if not args.no_check:
+        check = _check_data(data, args.quiet or (several and not is_chief()))
+        if check is not None and not check.ok:
+            return 1
     keras.utils.set_random_seed(args.seed)
     train, validation = _datasets(data, shape, args)
     classes = list(train.class_names)
@@ -80,6 +83,8 @@ def run_transfer(args: argparse.Namespace) -> int:
         frozen_epochs=args.frozen_epochs,
         fine_tune_epochs=args.fine_tune_epochs,
         unfreeze=unfreeze,
+        schedule=None if args.schedule == "constant" else args.schedule,
+        class_weight=None if args.class_weight == "none" else args.class_weight,
         diagnostics=not args.no_diagnostics,
         verbose=0 if args.quiet else "auto",
     )
@@ -97,6 +102,9 @@ def run_transfer(args: argparse.Namespace) -> int:
     clf.model.save(out)
     labels = out.with_suffix(".labels.txt")
     labels.write_text("".join(f"{name}\n" for name in classes), encoding="utf-8")
+    if args.report:
+        report = clf.report(args.report, validation_data=validation, data_check=check)
+        print(f"report: {report}")
     last = {key: values[-1] for key, values in history.history.items()}
     print("final: " + ", ".join(f"{key} {value:.4f}" for key, value in sorted(last.items())))
     print(f"saved {out} and {labels}")
@@ -104,15 +112,16 @@ def run_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _data_fits(data: Path, quiet: bool) -> bool:
-    """Run the quick data check and print what it found; False when training cannot go well."""
+def _check_data(data: Path, quiet: bool) -> DataReport | None:
+    """Run the quick data check and print what it found (its ``ok`` is False when training
+    cannot go well); None when Pillow is missing."""
     if importlib.util.find_spec("PIL") is None:
         print("data check skipped: it needs Pillow (pip install kzoo[check])")
-        return True
+        return None
     report = check_images(data, quick=True, progress=not quiet)
     if not report.findings:
         print(f"data check: all {report.files:,} images decode")
-        return True
+        return report
     print(report.to_table(limit=20))
     undecodable = report.of_kind("undecodable")
     if undecodable:
@@ -128,7 +137,7 @@ def _data_fits(data: Path, quiet: bool) -> bool:
             "or pass --no-check to train on them as classes anyway",
             file=sys.stderr,
         )
-    return report.ok
+    return report
 
 
 def _datasets(data: Path, shape: tuple[int, int, int], args: argparse.Namespace):

@@ -18,7 +18,7 @@ import keras
 from kzoo.backend import dtype_policy_scope
 from kzoo.builder import build
 from kzoo.errors import KzooError, TransferError
-from kzoo.zoo import load
+from kzoo.zoo import load, load_manifest, sources
 
 __all__ = [
     "cut_base",
@@ -27,6 +27,7 @@ __all__ = [
     "input_shape_of",
     "resolve_base",
     "resolve_head",
+    "weights_info",
 ]
 
 # Layers that start a classifier: the default cut keeps everything before the first of them.
@@ -85,6 +86,8 @@ def _default_cut(layers: list[keras.layers.Layer]) -> str:
     end = len(layers)
     while end > 1 and isinstance(layers[end - 1], _TOP_LAYERS):
         end -= 1
+    if not any(isinstance(la, (keras.layers.Dense, keras.layers.Dropout)) for la in layers[end:]):
+        end = len(layers)  # only activations at the end: a ResNet's last block, not a head
     return layers[end - 1].name
 
 
@@ -160,3 +163,31 @@ _GPU_PROBES = {"jax": _gpu_jax, "tensorflow": _gpu_tensorflow, "torch": _gpu_tor
 def has_gpu() -> bool:
     probe = _GPU_PROBES.get(keras.backend.backend())
     return bool(probe and probe())
+
+
+def weights_info(base: Any, weights: str | None, manifest: Any) -> dict[str, Any] | None:
+    """Where a zoo base's weights came from (source, files, hashes, licence), for the report.
+
+    None for a Keras model, random weights, or a name the manifest does not describe.
+    """
+    if not isinstance(base, str) or weights is None:
+        return None
+    if base.startswith("hf://"):
+        return {"source": base, "format": "timm safetensors from the Hugging Face Hub"}
+    model, _, tag = base.partition(".")
+    try:
+        tag = tag or (None if weights == "default" else weights)
+        tag = tag or load_manifest(manifest).model(model).default_weights
+        (source,) = sources(model, tag, manifest)
+    except (KzooError, ValueError):
+        return None
+    info: dict[str, Any] = {
+        "source": source.qualified_name,
+        "format": source.format,
+        "licence": source.license or "not stated",
+    }
+    for variant, entry in source.files.items():
+        info[f"{variant} file"] = entry.urls[0] if entry.urls else "imported"
+        algorithm, digest = entry.pinned or ("hash", "not pinned")
+        info[f"{variant} {algorithm}"] = digest
+    return info

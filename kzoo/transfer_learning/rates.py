@@ -25,6 +25,7 @@ from typing import Any
 import keras
 
 from kzoo.errors import TransferError
+from kzoo.layers import OneCycle
 
 __all__ = [
     "check_template",
@@ -64,7 +65,7 @@ def fresh_optimizer(template: Any, lr: float) -> keras.optimizers.Optimizer:
 
 def group_optimizer(
     template: Any,
-    lr: float,
+    lr: float | OneCycle,
     pretrained: Sequence[keras.Variable],
     others: Sequence[keras.Variable],
     ratio: float,
@@ -84,7 +85,7 @@ def group_optimizer(
         # a MultiOptimizer's optimizers would each clip their own group to the full norm
         why = "global_clipnorm clips all gradients together"
     else:
-        slow = fresh_optimizer(template, lr * ratio)
+        slow = fresh_optimizer(template, _scaled(lr, ratio))
         mapping = keras.optimizers.OptimizerMap(
             optimizer, {re.escape(path): slow for path in sorted(paths)}
         )
@@ -92,6 +93,11 @@ def group_optimizer(
     logger.info("%s: scaling the pretrained rate inside one optimizer", why)
     scale_learning_rates(optimizer, {id(v): ratio for v in pretrained})
     return optimizer
+
+
+def _scaled(lr: Any, ratio: float) -> Any:
+    """``lr * ratio`` for a rate; the same cycle at ``ratio`` times the rate for a OneCycle."""
+    return lr.scaled(ratio) if isinstance(lr, OneCycle) else lr * ratio
 
 
 def rates_of(optimizer: keras.optimizers.Optimizer, variables: Sequence[keras.Variable]) -> dict:

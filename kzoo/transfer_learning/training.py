@@ -24,6 +24,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -32,6 +33,9 @@ import numpy as np
 from kzoo.deploy import ExportResult, export
 from kzoo.diagnostics import TrainingDiagnostics
 from kzoo.errors import TransferError
+from kzoo.layers import OneCycle
+from kzoo.loop import LRFinderResult, MomentumCycle, balanced_class_weight, interpret, lr_find
+from kzoo.report import write_report
 from kzoo.taps import walk
 from kzoo.transfer_learning.caching import (
     HEAD_STEPS_PER_EXECUTION,
@@ -54,6 +58,7 @@ from kzoo.transfer_learning.parts import (
     input_shape_of,
     resolve_base,
     resolve_head,
+    weights_info,
 )
 from kzoo.transfer_learning.processes import (
     already_sharded,
@@ -71,6 +76,7 @@ logger = logging.getLogger("kzoo")
 
 BN_POLICIES = ("frozen", "train")
 CACHE_CHOICES = ("auto", True, False, "disk")
+SCHEDULES = (None, "one_cycle")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
@@ -159,7 +165,7 @@ def transfer(
     base_model = cut_base(source, cut)
     feature_shape = tuple(base_model.output.shape[1:])
     head_model = resolve_head(head, feature_shape)
-    return Transfer(
+    clf = Transfer(
         base_model,
         head_model,
         input_shape=input_shape_of(base_model, input_shape),
@@ -176,6 +182,8 @@ def transfer(
         precision=precision,
         name=name,
     )
+    clf.weights_info = weights_info(base, weights, manifest)
+    return clf
 
 
 @dataclass(frozen=True)
@@ -282,6 +290,9 @@ class Transfer:
         self.loss, self.metrics = default_loss(head, loss, metrics)
         self.history = TransferHistory()
         self.class_names: list[str] | None = None
+        self.lr_finder: LRFinderResult | None = None  # the last lr_find, for the report
+        self.weights_info: dict[str, Any] | None = None  # the zoo source, for the report
+        self._schedule: str | None = None
         self._trained: keras.Model | None = None  # the model compiled last (full or head)
         self._strategy = _current_tf_strategy()
         if isinstance(augmentation, Sequence):
@@ -305,6 +316,8 @@ class Transfer:
         frozen_epochs: int = 3,
         fine_tune_epochs: int = 3,
         unfreeze: str | int = "all",
+        schedule: str | None = None,
+        class_weight: str | dict[int, float] | None = None,
         **kwargs: Any,
     ) -> TransferHistory:
         """Train the head with the base frozen, then fine-tune; see ``fit_frozen``/``fine_tune``.
@@ -315,6 +328,13 @@ class Transfer:
             frozen_epochs: Phase 1 epochs (0 skips it).
             fine_tune_epochs: Phase 2 epochs (0 skips it).
             unfreeze: Which part of the base phase 2 trains (see ``fine_tune``).
+            schedule: ``"one_cycle"``: each phase's rate warms up then anneals
+                (:class:`kzoo.OneCycle`, peak at the phase's rate, momentum cycled the other
+                way); the fine-tune phase keeps its lower rate for pretrained layers. None:
+                constant rates.
+            class_weight: ``"balanced"``: weights from the training labels (one pass over a
+                dataset), so that every class counts as much in the loss; or a dict, as Keras
+                takes it.
             **kwargs: Passed to both phases (``validation_data``, ``batch_size``,
                 ``callbacks``, ``verbose``, ``diagnostics``, other ``Model.fit`` arguments),
                 except ``cache_features``/``head_batch_size`` (phase 1 only) and
@@ -330,6 +350,9 @@ class Transfer:
         tune_only = {
             k: kwargs.pop(k) for k in ("learning_rate", "pretrained_lr_multiplier") if k in kwargs
         }
+        if class_weight is not None:
+            kwargs["class_weight"] = self._class_weight(class_weight, x, y)
+        kwargs["schedule"] = schedule
         if frozen_epochs:
             self.fit_frozen(x, y, epochs=frozen_epochs, **frozen_only, **kwargs)
             if self.history.stopped is not None:  # diagnostics or early stopping end the run
@@ -352,6 +375,7 @@ class Transfer:
         callbacks: Sequence[keras.callbacks.Callback] | None = None,
         cache_features: str | bool | None = None,
         head_batch_size: int | None = None,
+        schedule: str | None = None,
         diagnostics: bool = True,
         verbose: Any = "auto",
         **fit_kwargs: Any,
@@ -365,11 +389,13 @@ class Transfer:
             cache_features: Overrides the ``transfer()`` setting for this call.
             head_batch_size: Batch size for the head on cached features (default
                 ``batch_size``: the same updates as without caching; larger is faster).
+            schedule: ``"one_cycle"`` or None (see ``fit``).
             diagnostics: Attach ``kzoo.TrainingDiagnostics``.
 
         Returns:
             This phase's ``History``.
         """
+        _check_choice("schedule", schedule, SCHEDULES)
         self._freeze()
         self._note_class_names(x)
         setting = self.cache_features if cache_features is None else cache_features
@@ -378,6 +404,7 @@ class Transfer:
         offset = len(self.history.epoch)
         args = {"epochs": offset + epochs, "initial_epoch": offset, "verbose": verbose}
         seen = len(watch.findings) if watch else 0
+        self._schedule = schedule
         with self._scope():
             if can_cache(self.base, self.augmentation, x, validation_data, setting, fit_kwargs):
                 run = self._fit_cached(
@@ -385,7 +412,8 @@ class Transfer:
                     fit_kwargs, keep=setting == "disk",
                 )  # fmt: skip
             else:
-                self._compile(self.model, self.learning_rate)
+                cycle = self._cycle(self.learning_rate, epochs, x, batch_size, fit_kwargs)
+                callbacks = self._compile(self.model, self.learning_rate, cycle=cycle) + callbacks
                 run = self._fit_full(
                     x, y, validation_data, batch_size, callbacks, args, fit_kwargs
                 )  # fmt: skip
@@ -405,6 +433,7 @@ class Transfer:
         validation_data: Any = None,
         batch_size: int | None = None,
         callbacks: Sequence[keras.callbacks.Callback] | None = None,
+        schedule: str | None = None,
         diagnostics: bool = True,
         verbose: Any = "auto",
         **fit_kwargs: Any,
@@ -421,11 +450,14 @@ class Transfer:
             learning_rate: The new layers' rate; default ``fine_tune_learning_rate``, else a
                 tenth of the phase 1 rate.
             pretrained_lr_multiplier: Pretrained layers' rate relative to ``learning_rate``.
+            schedule: ``"one_cycle"`` or None (see ``fit``); with one-cycle both groups'
+                rates follow the cycle, the pretrained one scaled down.
             diagnostics: Attach ``kzoo.TrainingDiagnostics``.
 
         Returns:
             This phase's ``History``.
         """
+        _check_choice("schedule", schedule, SCHEDULES)
         selected = self._unfreeze(unfreeze)
         self._note_class_names(x)
         lr = next(
@@ -443,7 +475,9 @@ class Transfer:
         callbacks, watch = _with_diagnostics(callbacks, diagnostics)
         seen = len(watch.findings) if watch else 0
         with self._scope():
-            self._compile(self.model, lr, self.base.trainable_variables, ratio)
+            cycle = schedule and self._cycle(lr, epochs, x, batch_size, fit_kwargs, schedule)
+            pretrained = self.base.trainable_variables
+            callbacks = self._compile(self.model, lr, pretrained, ratio, cycle=cycle) + callbacks
             args = {"epochs": offset + epochs, "initial_epoch": offset, "verbose": verbose}
             run = self._fit_full(x, y, validation_data, batch_size, callbacks, args, fit_kwargs)
         self.history._extend("fine_tune", run)
@@ -512,6 +546,81 @@ class Transfer:
         return export(
             self.model, path, format, class_names=names, verify=verify, samples=samples,
             tolerance=tolerance, seed=seed,
+        )  # fmt: skip
+
+    def lr_find(
+        self,
+        x: Any,
+        y: Any = None,
+        *,
+        phase: str = "frozen",
+        unfreeze: str | int = "all",
+        **kwargs: Any,
+    ) -> LRFinderResult:
+        """The learning-rate range test for one phase; the model is left as it was.
+
+        Args:
+            x, y: Training data, as for ``fit``.
+            phase: ``"frozen"`` (the head's rate, the base frozen) or ``"fine_tune"`` (the
+                new layers' rate with ``unfreeze`` unfrozen; the pretrained group follows at
+                ``pretrained_lr_multiplier`` times it).
+            unfreeze: For the fine-tune phase, as in ``fine_tune``.
+            **kwargs: Passed to :func:`kzoo.lr_find` (``steps``, ``batch_size``, ``rule``, ...).
+
+        Returns:
+            The :class:`kzoo.loop.LRFinderResult` (also kept for :meth:`report`); use its
+            ``suggestion`` as ``learning_rate`` or ``fine_tune_learning_rate``.
+        """
+        _check_choice("phase", phase, ("frozen", "fine_tune"))
+        with self._scope():
+            if phase == "frozen":
+                self._freeze()
+                self._compile(self.model, self.learning_rate)
+            else:
+                self._unfreeze(unfreeze)
+                pretrained = self.base.trainable_variables
+                rate = self.fine_tune_learning_rate or self.learning_rate / 10
+                self._compile(self.model, rate, pretrained, self.pretrained_lr_multiplier)
+            self.lr_finder = lr_find(self.model, x, y, **kwargs)
+        self._freeze()
+        return self.lr_finder
+
+    def report(
+        self,
+        path: str | os.PathLike[str],
+        validation_data: Any = None,
+        *,
+        calibration: Any = None,
+        data_check: Any = None,
+        title: str | None = None,
+    ) -> Path | None:
+        """Write the run's report: one self-contained HTML page (see :func:`kzoo.report`).
+
+        It holds the learning curves with the phase boundary, the last :meth:`lr_find`
+        curve, and, given validation data, the confusion matrix, per-class scores and top
+        losses with saliency; the calibration and the data check when given; and the
+        weights' source, hash and licence when the base came from the zoo.
+
+        Args:
+            path: The ``.html`` file to write.
+            validation_data: ``(x, y)``, a dataset or a folder of class sub-folders.
+            calibration: What :func:`kzoo.calibrate` returned, or its ``.calibration``.
+            data_check: :func:`kzoo.check_images`'s report.
+            title: The page's heading (default: the model's name).
+
+        Returns:
+            The path written; None on a process other than 0 (with several processes).
+        """
+        if not is_chief():
+            return None
+        interpretation = None
+        if validation_data is not None:
+            names = self.class_names
+            interpretation = interpret(self.model, validation_data, class_names=names)
+        return write_report(
+            path, title=title or f"{self.model.name}: transfer learning", history=self.history,
+            lr_finder=self.lr_finder, interpretation=interpretation, calibration=calibration,
+            data_check=data_check, weights_info=self.weights_info,
         )  # fmt: skip
 
     def _note_class_names(self, data: Any) -> None:
@@ -592,16 +701,20 @@ class Transfer:
         steps = min(HEAD_STEPS_PER_EXECUTION, math.ceil(len(train) / batch))
         if self._strategy is not None or keras.backend.backend() == "torch":
             steps = 1
-        self._compile(trainer, self.learning_rate, steps=steps)
-        self.model.stop_training = trainer.stop_training = False
+        feed = FeatureBatches(train, batch, shuffle=kw.pop("shuffle", _is_array_like(x)))
+        cycle = None
+        if self._schedule == "one_cycle":
+            cycle = OneCycle(
+                self.learning_rate, (args["epochs"] - args["initial_epoch"]) * len(feed)
+            )
         callbacks = [OnFullModel(c, self.model) for c in callbacks]
-        # shuffle the features only where the caller's data would be shuffled
-        shuffle = kw.pop("shuffle", _is_array_like(x))
-        # FeatureBatches shuffles rows itself; Keras's shuffle would reorder whole batches
+        callbacks = self._compile(trainer, self.learning_rate, steps=steps, cycle=cycle) + callbacks
+        self.model.stop_training = trainer.stop_training = False
+        # FeatureBatches shuffles rows (where the caller's data would be shuffled) itself;
+        # Keras's shuffle would reorder whole batches
         with already_sharded():
             run = trainer.fit(
-                FeatureBatches(train, batch, shuffle=shuffle), validation_data=validation,
-                callbacks=callbacks, shuffle=False, **args, **kw,
+                feed, validation_data=validation, callbacks=callbacks, shuffle=False, **args, **kw
             )  # fmt: skip
         # so that self.model.evaluate()/predict() work right after a cached phase
         self._compile(self.model, self.learning_rate)
@@ -648,16 +761,46 @@ class Transfer:
         pretrained: Sequence[keras.Variable] = (),
         ratio: float = 1.0,
         steps: int = 1,
-    ) -> None:
+        cycle: OneCycle | None = None,
+    ) -> list[keras.callbacks.Callback]:
+        """Compile ``model`` with a fresh optimizer; returns the callbacks its schedule needs."""
         ids = {id(v) for v in pretrained}
         others = [v for v in model.trainable_variables if id(v) not in ids]
-        optimizer = group_optimizer(self.optimizer, lr, list(pretrained), others, ratio)
+        rate = lr if cycle is None else cycle
+        optimizer = group_optimizer(self.optimizer, rate, list(pretrained), others, ratio)
         if self.precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         model.compile(
             optimizer=optimizer, loss=self.loss, metrics=self.metrics, steps_per_execution=steps
         )
         self._trained = model
+        return [] if cycle is None else [MomentumCycle(cycle)]
+
+    def _cycle(
+        self, lr: float, epochs: int, x: Any, batch_size: int | None, kw: dict, schedule=None
+    ) -> OneCycle | None:
+        """The phase's one-cycle schedule over its optimizer steps, or None without one."""
+        if (schedule or self._schedule) != "one_cycle":
+            return None
+        per_epoch = kw.get("steps_per_epoch") or _batches_per_epoch(x, batch_size)
+        if per_epoch is None:
+            raise TransferError(
+                "schedule='one_cycle' needs the number of batches per epoch, and this data "
+                "does not say it (a generator, or a dataset of unknown length); pass "
+                "steps_per_epoch. Received: schedule='one_cycle'"
+            )
+        return OneCycle(lr, epochs * per_epoch)
+
+    @staticmethod
+    def _class_weight(class_weight: Any, x: Any, y: Any) -> dict[int, float]:
+        if class_weight == "balanced":
+            return balanced_class_weight(x if y is None else y)
+        if isinstance(class_weight, dict):
+            return class_weight
+        raise TransferError(
+            "class_weight must be 'balanced', a dict of class index -> weight, or None. "
+            f"Received: class_weight={class_weight!r}"
+        )
 
     @contextlib.contextmanager
     def _scope(self) -> Iterator[None]:
@@ -681,6 +824,17 @@ def _with_diagnostics(callbacks: Any, diagnostics: bool) -> tuple[list, Training
         watch = TrainingDiagnostics()
         callbacks.append(watch)
     return callbacks, watch
+
+
+def _batches_per_epoch(x: Any, batch_size: int | None) -> int | None:
+    """Batches in one pass over ``x`` (whole global batches with several processes)."""
+    if is_tf_dataset(x):
+        cardinality = int(x.cardinality())
+        return cardinality if cardinality > 0 else None
+    if _is_array_like(x) and x is not None:
+        rows, batch = len(keras.tree.flatten(x)[0]), batch_size or 32
+        return rows // batch if process_count() > 1 else math.ceil(rows / batch)
+    return len(x) if isinstance(x, keras.utils.PyDataset) else None
 
 
 def _is_array_like(x: Any) -> bool:

@@ -1,8 +1,9 @@
 """Which layers of a transfer base fine-tuning trains.
 
 :func:`select_layers` turns ``fine_tune(unfreeze=...)`` (``"all"``, a number of top blocks, or
-the first layer to train) into base layer names, counting ``blockN_`` name prefixes as blocks, or
-each weighted layer as one where names carry none.
+the first layer to train) into base layer names, counting ``blockN_`` (VGG) and ``convN_``
+(ResNet stages) name prefixes as blocks, or each weighted layer as one where names carry none
+(a BatchNormalization without a prefix belongs to the block before it).
 """
 
 from __future__ import annotations
@@ -51,21 +52,27 @@ def select_layers(base: keras.Model, unfreeze: str | int) -> list[str]:
             f"({', '.join(blocks)}). Received: unfreeze={unfreeze}"
         )
     first = blocks[-unfreeze]
-    start = next(i for i, la in enumerate(layers) if _block_of(la) == first)
+    start = next(i for i, la in enumerate(layers) if _block_of(la) == first)  # its first layer
     return names[start:]
 
 
-def _block_of(layer: keras.layers.Layer) -> str | None:
-    match = re.match(r"(block\d+)_", layer.name)
+# VGG's blocks (block5_conv1) and ResNet's stages (conv5_block3_1_conv: stage conv5)
+_BLOCK = re.compile(r"(block\d+|conv\d+)_")
+
+
+def _block_of(layer: keras.layers.Layer, previous: str | None = None) -> str | None:
+    match = _BLOCK.match(layer.name)
     if match:
         return match.group(1)
+    if isinstance(layer, keras.layers.BatchNormalization) and previous is not None:
+        return previous  # normalises the block before it (ResNet v2's post_bn)
     return layer.name if layer.weights else None
 
 
 def _blocks(layers: list[keras.layers.Layer]) -> list[str]:
     blocks: list[str] = []
     for layer in layers:
-        block = _block_of(layer)
+        block = _block_of(layer, blocks[-1] if blocks else None)
         if block is not None and block not in blocks:
             blocks.append(block)
     return blocks
