@@ -411,8 +411,6 @@ def test_kzoo_load_of_keras_applications_resnet50v2_file_matches_keras_applicati
 
     import kzoo
 
-    # kzoo.build("resnet50_v2", include_top=False) with an unknown input size (None, None, 3)
-    # misses the stride of the last block's shortcut (a builder issue, not a weights one)
     source = keras.applications.ResNet50V2(weights=None, include_top=include_top)
     _randomise(source, seed=7)
     path = tmp_path / "resnet50v2.h5"
@@ -422,8 +420,7 @@ def test_kzoo_load_of_keras_applications_resnet50v2_file_matches_keras_applicati
     model = kzoo.load(
         "resnet50_v2",
         weights=path,
-        include_top=include_top,
-        input_shape=(224, 224, 3),  # a fixed size: see the graph builder's open issue below
+        include_top=include_top,  # without the top: any input size, (None, None, 3)
         preprocessing=False,
     )
     np.testing.assert_array_equal(predict(model, inputs), predict(source, inputs))
