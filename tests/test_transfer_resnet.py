@@ -89,3 +89,26 @@ def test_block_features_of_a_resnet_are_its_stage_outputs():
     assert shapes == [(32, 32, 64), (16, 16, 256), (8, 8, 512), (4, 4, 1024), (2, 2, 2048)]
     if names:
         assert names[-1].endswith("conv5_block3_out")
+
+
+@pytest.mark.slow
+def test_a_resnet50_transfer_model_exports_to_onnx_with_the_same_outputs(tmp_path):
+    pytest.importorskip("tf2onnx")
+    pytest.importorskip("onnxruntime")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("ONNX export converts from TensorFlow")
+    keras.utils.set_random_seed(0)
+    clf = kzoo.transfer("resnet50", weights=None, head="GAP-FC3", input_shape=SHAPE)
+    result = clf.export(tmp_path / "resnet.onnx", class_names=["a", "b", "c"], samples=4)
+    assert result.verification.max_relative_difference <= 1e-5
+    assert result.path.stat().st_size > 90e6  # ResNet-50's 23.5 M base weights, in float32
+
+
+@pytest.mark.slow
+def test_the_first_layer_kernels_of_a_resnet_plot_as_7x7_tiles(tmp_path):
+    pytest.importorskip("matplotlib")
+    keras.utils.set_random_seed(0)
+    model = kzoo.build("resnet50", input_shape=SHAPE, include_top=False)
+    path = kzoo.plots.plot_kernels(model, tmp_path / "kernels.png")
+    assert model.get_layer("conv1_conv").kernel.shape[:2] == (7, 7)
+    assert path.stat().st_size > 1000

@@ -38,6 +38,7 @@ from kzoo.transfer_learning.feature_store import (
     seal_entry,
     write_entry,
 )
+from kzoo.transfer_learning.parts import BOUNDARY_LAYERS
 from kzoo.transfer_learning.processes import local_predictor, local_rows, shared_seed
 
 __all__ = [
@@ -56,13 +57,7 @@ logger = logging.getLogger("kzoo")
 # Layers that are the same function in training and inference and hold no weights: running
 # them once in the cached pass is exactly what the head would do every epoch.
 _PASSIVE_LAYERS = (
-    keras.layers.Flatten,
-    keras.layers.GlobalAveragePooling1D,
-    keras.layers.GlobalAveragePooling2D,
-    keras.layers.GlobalAveragePooling3D,
-    keras.layers.GlobalMaxPooling1D,
-    keras.layers.GlobalMaxPooling2D,
-    keras.layers.GlobalMaxPooling3D,
+    *BOUNDARY_LAYERS,  # Flatten and the global poolings
     keras.layers.MaxPooling1D,
     keras.layers.MaxPooling2D,
     keras.layers.MaxPooling3D,

@@ -21,6 +21,7 @@ from kzoo.errors import KzooError, TransferError
 from kzoo.zoo import load, load_manifest, sources
 
 __all__ = [
+    "BOUNDARY_LAYERS",
     "cut_base",
     "default_loss",
     "has_gpu",
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 # Layers that start a classifier: the default cut keeps everything before the first of them.
-_BOUNDARY_LAYERS = (
+BOUNDARY_LAYERS = (
     keras.layers.Flatten,
     keras.layers.GlobalAveragePooling1D,
     keras.layers.GlobalAveragePooling2D,
@@ -81,7 +82,7 @@ def cut_base(model: keras.Model, cut: str | None) -> keras.Model:
 
 def _default_cut(layers: list[keras.layers.Layer]) -> str:
     for i, layer in enumerate(layers):
-        if isinstance(layer, _BOUNDARY_LAYERS) and i > 0:
+        if isinstance(layer, BOUNDARY_LAYERS) and i > 0:
             return layers[i - 1].name
     end = len(layers)
     while end > 1 and isinstance(layers[end - 1], _TOP_LAYERS):
