@@ -69,6 +69,7 @@ def test_batchnorm_statistics_stay_put_in_both_phases_by_default(resnet_transfer
     assert not np.array_equal(kernel_before, keras.ops.convert_to_numpy(kernel))
 
 
+@pytest.mark.slow
 def test_bn_train_lets_the_unfrozen_statistics_move():
     keras.utils.set_random_seed(0)
     clf = kzoo.transfer("resnet50", weights=None, head="GAP-FC3", input_shape=SHAPE, bn="train")
