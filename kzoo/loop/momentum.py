@@ -17,6 +17,14 @@ logger = logging.getLogger("kzoo")
 MOMENTUM_ATTRIBUTES = ("beta_1", "momentum")
 
 
+class _RetracingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+_EXPECTED_RETRACING = _RetracingFilter()
+
+
 class MomentumCycle(keras.callbacks.Callback):
     """Sets the optimizer's ``beta_1`` (Adam family) or ``momentum`` (SGD, RMSprop) per step.
 
@@ -54,6 +62,12 @@ class MomentumCycle(keras.callbacks.Callback):
             else:
                 self._targets.append((group, name))
         self._applied = None
+        # the retraces below are this callback's own doing: TensorFlow's warning about them
+        # would send the user looking for a bug
+        logging.getLogger("tensorflow").addFilter(_EXPECTED_RETRACING)
+
+    def on_train_end(self, logs: Any = None) -> None:
+        logging.getLogger("tensorflow").removeFilter(_EXPECTED_RETRACING)
 
     def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
         if not self._targets:
