@@ -121,6 +121,14 @@ def test_features_past_the_budget_spill_to_disk_and_train_the_same_head(tmp_path
     assert not any(spill.rglob("*.bin"))  # spill files are gone once mapped
 
 
+def test_a_spill_folder_that_cannot_be_written_says_what_to_do(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    sink = FeatureSink(budget=0, spill_folder=blocked / "spill")
+    with pytest.raises(TransferError, match="KZOO_HOME to a writable folder, or raise feature"):
+        sink.writer("features", (8,), "float32", 100)
+
+
 def test_array_writer_keeps_rows_in_ram_or_a_file_and_drops_an_unused_tail(tmp_path):
     rows = np.arange(30, dtype="float32").reshape(10, 3)
     in_ram = ArrayWriter((3,), "float32", 12)

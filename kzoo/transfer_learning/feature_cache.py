@@ -355,10 +355,7 @@ def cached_features(
     """
     if not keep:
         sink = FeatureSink(budget, spill_folder=features_root() / "spill")
-        try:
-            return extract(model, x, y, batch_size, sink=sink, rows=rows)
-        finally:
-            sink.release()
+        return extract(model, x, y, batch_size, sink=sink, rows=rows)  # releases the spills
     data = data_fingerprint(x, y)
     share = None if rows is None else digest_arrays([rows])
     key = cache_key(

@@ -209,13 +209,21 @@ class FeatureSink:
         nbytes = None if nbytes is None else nbytes * math.prod(row_shape)
         if nbytes is not None and nbytes <= self.budget:
             return ArrayWriter(row_shape, dtype, capacity)
-        self.spill_folder.mkdir(parents=True, exist_ok=True)
         path = self.spill_folder / f"spill-{os.getpid()}-{uuid.uuid4().hex}-{name}.bin"
+        try:
+            self.spill_folder.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        except OSError as error:
+            raise TransferError(
+                f"the cached {name} need {_size(nbytes)} and exceed the memory budget of "
+                f"{_size(self.budget)}, but {self.spill_folder} cannot be written to spill "
+                "them: set KZOO_HOME to a writable folder, or raise feature_memory. "
+                f"Received: {type(error).__name__}: {error}"
+            ) from error
         self._spilled.append(path)
-        size = "an unknown size" if nbytes is None else f"{nbytes / 2**20:.1f} MiB"
         logger.info(
-            "feature cache: %s (%s) exceed the memory budget of %.1f MiB; spilling to %s",
-            name, size, self.budget / 2**20, path,
+            "feature cache: %s (%s) exceed the memory budget of %s; spilling to %s",
+            name, _size(nbytes), _size(self.budget), path,
         )  # fmt: skip
         return ArrayWriter(row_shape, dtype, capacity, path)
 
@@ -225,6 +233,10 @@ class FeatureSink:
             with contextlib.suppress(OSError):
                 path.unlink()
         self._spilled.clear()
+
+
+def _size(nbytes: int | None) -> str:
+    return "an unknown size" if nbytes is None else f"{nbytes / 2**20:.1f} MiB"
 
 
 # -- what a key is made of --------------------------------------------------------------------
