@@ -67,6 +67,12 @@ def test_one_cycle_drives_both_phases_and_keeps_the_pretrained_groups_lower_rate
     for group, cycle in zip(groups, cycles, strict=True):
         rate = float(keras.ops.convert_to_numpy(group.learning_rate))
         assert rate == pytest.approx(cycle.final_lr, rel=1e-3)
+    # and the model reports those end-of-cycle rates, the pretrained group's ten times lower
+    reported = clf.learning_rates()
+    head_rate = reported[clf.head.trainable_variables[0].path]
+    base_rate = reported[clf.base.trainable_variables[0].path]
+    assert head_rate == pytest.approx(min(c.final_lr for c in cycles) * 10, rel=1e-3)
+    assert base_rate == pytest.approx(min(c.final_lr for c in cycles), rel=1e-3)
     # beta_1 was cycled back up towards its maximum at the end of the run
     assert all(g.beta_1 > 0.9 for g in groups)
     with pytest.raises(TransferError, match="schedule must be one of"):

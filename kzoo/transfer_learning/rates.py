@@ -104,16 +104,21 @@ def rates_of(optimizer: keras.optimizers.Optimizer, variables: Sequence[keras.Va
     """Variable path -> the learning rate ``optimizer`` applies to it."""
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer
     if isinstance(optimizer, keras.optimizers.MultiOptimizer):
-        # the map, as the optimizer's public config has it (its own copy is private)
+        # the map as the optimizer's public config has it (its own copy is private); those
+        # copies are fresh, so a schedule is read at the wrapper's step, not at step 0
         mapping = keras.saving.deserialize_keras_object(optimizer.get_config()["optimizer_map"])
-        return {v.path: _rate(mapping(v)) for v in variables}
+        return {v.path: _rate_at(mapping(v), optimizer.iterations) for v in variables}
     scale = getattr(optimizer, "kzoo_lr_multipliers", {})
-    base = _rate(optimizer)
+    base = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
     return {v.path: base * scale.get(id(v), 1.0) for v in variables}
 
 
-def _rate(optimizer: keras.optimizers.Optimizer) -> float:
-    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+def _rate_at(optimizer: keras.optimizers.Optimizer, step: Any) -> float:
+    """``optimizer``'s learning rate at ``step``, for a fixed rate or a schedule."""
+    rate = optimizer.get_config()["learning_rate"]  # a number or a serialized schedule
+    if isinstance(rate, dict):
+        rate = keras.optimizers.schedules.deserialize(rate)(step)
+    return float(keras.ops.convert_to_numpy(rate))
 
 
 def scale_learning_rates(optimizer: keras.optimizers.Optimizer, multipliers: dict) -> None:
