@@ -28,7 +28,23 @@ import numpy as np
 from kzoo.converters._mapped import map_file
 from kzoo.errors import ConversionError, UnsafePickleError
 
-__all__ = ["SafeUnpickler", "load_mapped"]
+__all__ = ["DAMAGED_PICKLE_ERRORS", "SafeUnpickler", "load_mapped"]
+
+# What unpickling a truncated or garbled stream can raise, besides the unsafe-global refusal
+DAMAGED_PICKLE_ERRORS = (
+    OSError,
+    EOFError,
+    pickle.UnpicklingError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    MemoryError,
+    OverflowError,
+    UnicodeError,
+    RecursionError,
+)
 
 # Reads at least this long are returned as views of the map; shorter ones as bytes.
 _VIEW_BYTES = 1 << 16
@@ -231,20 +247,7 @@ def load_mapped(path: Path, what: str = "pickle") -> tuple[Any, mmap.mmap]:
         return _Resolver()(data), buf
     except ConversionError:
         raise
-    except (
-        OSError,
-        EOFError,
-        pickle.UnpicklingError,
-        ValueError,
-        TypeError,
-        KeyError,
-        IndexError,
-        AttributeError,
-        MemoryError,
-        OverflowError,
-        UnicodeError,
-        RecursionError,
-    ) as error:
+    except DAMAGED_PICKLE_ERRORS as error:
         raise ConversionError(
             f"cannot read {what} {str(path)!r}: {type(error).__name__}: {error}. The "
             "file may be truncated or damaged."

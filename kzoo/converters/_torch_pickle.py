@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from kzoo.converters._mapped import map_file
+from kzoo.converters._safe_pickle import DAMAGED_PICKLE_ERRORS
 from kzoo.errors import ConversionError, UnsafePickleError
 
 __all__ = ["STORAGE_DTYPES", "TorchUnpickler", "is_zip", "load_pth"]
@@ -196,21 +197,7 @@ def load_pth(path: Path) -> tuple[dict[str, Any], mmap.mmap]:
     except ConversionError:
         _close(buf)
         raise
-    except (
-        OSError,
-        EOFError,
-        zipfile.BadZipFile,
-        pickle.UnpicklingError,
-        ValueError,
-        TypeError,
-        KeyError,
-        IndexError,
-        AttributeError,
-        OverflowError,
-        RecursionError,
-        UnicodeError,
-        struct.error,
-    ) as error:
+    except (*DAMAGED_PICKLE_ERRORS, zipfile.BadZipFile, struct.error) as error:
         _close(buf)
         raise ConversionError(
             f"cannot read torch checkpoint {str(path)!r}: {type(error).__name__}: {error}. The "
