@@ -215,7 +215,9 @@ def _add_zoo(subparsers: argparse._SubParsersAction) -> None:
             )
             parser.add_argument("tag", nargs="?", help="weights tag (default: the model's)")
         elif target == "optional":
-            parser.add_argument("name", nargs="?", help="model or model.tag (default: all)")
+            parser.add_argument(
+                "name", nargs="?", help="model, model.tag or Hub id (default: every model)"
+            )
             parser.add_argument("tag", nargs="?", help="weights tag")
         parser.add_argument("--manifest", help="a user manifest merged over the built-in one")
         parser.add_argument("--cache-dir", help="cache root (default: KZOO_HOME)")

@@ -79,7 +79,7 @@ def run_models(args: argparse.Namespace) -> int:
 def run_list(args: argparse.Namespace) -> int:
     """Every file of the selected sources: size, whether a hash is pinned, where it is cached."""
     rows = []
-    for cached in zoo.cached_files(zoo.sources(args.name, args.tag, args.manifest), args.cache_dir):
+    for cached in zoo.cached_files(_selected_sources(args), args.cache_dir):
         file, source = cached.file, cached.source
         if cached.path is not None:
             status = str(cached.path)
@@ -134,7 +134,7 @@ def run_import(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     """Re-hash cached files and read them with their format's reader; say what was checked."""
-    results = zoo.verify_cached(zoo.sources(args.name, args.tag, args.manifest), args.cache_dir)
+    results = zoo.verify_cached(_selected_sources(args), args.cache_dir)
     for result in results:
         cached = result.cached
         name = f"{cached.source.qualified_name} {cached.variant}"
@@ -149,6 +149,10 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def run_path(args: argparse.Namespace) -> int:
     """Print where a source's file is, or would be, cached."""
+    if _is_hub_id(args.name):
+        (source,) = _selected_sources(args)
+        print(zoo.source_path(source, "top", args.cache_dir))
+        return 0
     print(zoo.weights_path(args.name, args.tag, notop=args.notop, manifest=args.manifest,
                            cache_dir=args.cache_dir))  # fmt: skip
     return 0
@@ -156,7 +160,7 @@ def run_path(args: argparse.Namespace) -> int:
 
 def run_purge(args: argparse.Namespace) -> int:
     """List (or with --yes delete) the cached files of the selected sources."""
-    sources = zoo.sources(args.name, args.tag, args.manifest)
+    sources = _selected_sources(args)
     targets = zoo.purge(sources, args.cache_dir, dry_run=True)
     total = sum(p.stat().st_size for p in targets)
     for path in targets:
@@ -215,8 +219,17 @@ def _is_hub_id(name: str) -> bool:
     return name.strip().lower().startswith("hf://")
 
 
+def _selected_sources(args: argparse.Namespace) -> list:
+    """The weight sources ``NAME [TAG]`` selects; a Hub id's model read from its config (one
+    HEAD online for a branch, none offline once seen)."""
+    if args.name is not None and _is_hub_id(args.name):
+        _no_tag_for_hub_ids(args)
+        return [zoo.hub_model(args.name, args.cache_dir).source]
+    return zoo.sources(args.name, args.tag, args.manifest)
+
+
 def _no_tag_for_hub_ids(args: argparse.Namespace) -> None:
-    if args.tag or args.notop:
+    if args.tag or getattr(args, "notop", False):
         raise KzooError(
             f"a Hub id names its file itself: 'hf://org/name[@rev]' (the model's weights) or "
             f"'hf://org/name@rev/FILE'; no tag, no --notop. Received: {args.name} {args.tag or ''}"

@@ -56,6 +56,7 @@ _EXPORTS = {
     "purge": "kzoo.zoo.weights:purge",
     "raw_relpath": "kzoo.zoo.weights:raw_relpath",
     "verify_cached": "kzoo.zoo.weights:verify_cached",
+    "source_path": "kzoo.zoo.weights:source_path",
     "weights_path": "kzoo.zoo.weights:weights_path",
 }
 

@@ -145,7 +145,13 @@ def weights_path(
 ) -> Path:
     """Where a weight source's file is cached, or where it would be (no download)."""
     source = names.source(name, tag, manifest)
-    variant = "notop" if notop and "notop" in source.files else "top"
+    return source_path(source, "notop" if notop and "notop" in source.files else "top", cache_dir)
+
+
+def source_path(
+    source: WeightSource, variant: str = "top", cache_dir: PathLike | None = None
+) -> Path:
+    """Where one file of ``source`` is cached, or where it would be (no download)."""
     rel = raw_relpath(source, variant)
     return download.find(rel, cache_dir) or download.cache_root(cache_dir) / rel
 
