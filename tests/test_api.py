@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 import kzoo
 
 
@@ -62,6 +64,7 @@ def test_kzoo_layers_register_when_keras_is_imported_later() -> None:
     assert out == "True"
 
 
+@pytest.mark.slow
 def test_kzoo_layers_register_when_keras_was_imported_first() -> None:
     out = _run(
         """

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -33,6 +35,7 @@ def test_lenet_example_trains_from_the_spec_and_reports_dataset_and_accuracy():
     assert 0.0 <= accuracy <= 1.0
 
 
+@pytest.mark.slow
 def test_regression_example_reports_its_error_in_the_targets_units():
     out = _run("regression_units.py", "--smoke")
     match = re.search(r"result: mae_dollars=([\d.]+) baseline_mae_dollars=([\d.]+)", out)

@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -18,6 +19,7 @@ def _example(name: str):
     return module
 
 
+@pytest.mark.slow
 def test_fooling_digits_reaches_099_for_every_class_in_its_short_version(tmp_path, capsys):
     out = tmp_path / "fooled.png"
     result = _example("fooling_digits").main(["--smoke", "--source", "offline", "--out", str(out)])
@@ -28,6 +30,7 @@ def test_fooling_digits_reaches_099_for_every_class_in_its_short_version(tmp_pat
     assert "every class at p >= 0.99: True" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_style_transfer_smoke_lowers_its_losses_and_writes_the_picture(tmp_path):
     out = tmp_path / "stylized.png"
     result = _example("style_transfer").main(["--smoke", "--out", str(out)])

@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "mnist_table.py"
 
 
+@pytest.mark.slow
 def test_mnist_table_smoke_prints_every_row_beside_the_talks_error():
     result = subprocess.run(
         [sys.executable, str(EXAMPLE), "--smoke", "--source", "offline"],

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import keras
+import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -18,6 +19,7 @@ def _example(name: str):
     return module
 
 
+@pytest.mark.slow
 def test_transfer_digits_smoke_reports_both_accuracies(capsys):
     result = _example("transfer_digits").main(["--smoke", "--source", "offline"])
     printed = capsys.readouterr().out
@@ -25,6 +27,7 @@ def test_transfer_digits_smoke_reports_both_accuracies(capsys):
     assert 0.0 <= result["transfer"] <= 1.0 and 0.0 <= result["scratch"] <= 1.0
 
 
+@pytest.mark.slow
 def test_transfer_folder_smoke_trains_saves_and_reloads_vgg19(capsys, tmp_path):
     result = _example("transfer_folder").main(["--smoke", "--work", str(tmp_path)])
     assert result["same"] and result["classes"] == ["blue", "green", "red"]

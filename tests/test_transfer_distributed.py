@@ -109,6 +109,7 @@ def _check(result: dict) -> None:
     assert len(result["loss"]) == 4 and all(v == v for v in result["loss"])  # no NaN
 
 
+@pytest.mark.slow
 def test_transfer_trains_under_tf_mirrored_strategy_on_two_devices():
     pytest.importorskip("tensorflow")
     result = _run(TF_SCRIPT, {"KERAS_BACKEND": "tensorflow", "CUDA_VISIBLE_DEVICES": ""})
@@ -116,6 +117,7 @@ def test_transfer_trains_under_tf_mirrored_strategy_on_two_devices():
     assert result["variable_type"] == "MirroredVariable"
 
 
+@pytest.mark.slow
 def test_transfer_trains_with_keras_data_parallel_on_two_jax_devices():
     pytest.importorskip("jax")
     flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
