@@ -292,7 +292,10 @@ def hub_server_fixture(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest
 
 
 def spec_of(layout: synthetic.VGGLayout) -> str:
-    convs = [f"{w}C3x{n}-MP2" for n, w in zip(layout.convs_per_block, layout.widths, strict=True)]
+    conv = "C3+BN" if layout.batchnorm else "C3"
+    convs = [
+        f"{w}{conv}x{n}-MP2" for n, w in zip(layout.convs_per_block, layout.widths, strict=True)
+    ]
     return "-".join([*convs, *(f"FC{units}" for units in layout.fc)])
 
 
@@ -303,11 +306,13 @@ def tiny_vgg19_fixture(monkeypatch):
     monkeypatch.setitem(ARCHITECTURES, "vgg19", (spec_of(thousand), (64, 64, 3), "tiny VGG-19"))
 
 
-def publish(hub_server, tmp_path, name: str, layout=TINY, **cfg) -> tuple[Repo, dict]:
-    """Serve a timm-layout VGG-19 checkpoint of ``layout`` and its config.json as ``name``."""
+def publish(
+    hub_server, tmp_path, name: str, layout=TINY, architecture: str = "vgg19", **cfg
+) -> tuple[Repo, dict]:
+    """Serve a timm-layout VGG checkpoint of ``layout`` and its config.json as ``name``."""
     path = tmp_path / f"{name.replace('/', '_')}.safetensors"
     tensors = synthetic.write_safetensors(path, layout, keys="timm")
     side = layout.input_size
-    config = timm_config("vgg19", layout.fc[-1], input_size=[3, side, side], **cfg)
+    config = timm_config(architecture, layout.fc[-1], input_size=[3, side, side], **cfg)
     files = {"config.json": config, "model.safetensors": path.read_bytes()}
     return hub_server.add(Repo(name, files, lfs={"model.safetensors"})), tensors

@@ -153,10 +153,13 @@ def torchvision_forward(
 
 
 def timm_forward(
-    tensors: dict[str, np.ndarray], convs_per_block: Sequence[int], x_nchw: np.ndarray
+    tensors: dict[str, np.ndarray],
+    convs_per_block: Sequence[int],
+    x_nchw: np.ndarray,
+    batchnorm: bool = False,
 ) -> np.ndarray:
     """timm VGG: features, ConvMlp (fc1 a valid conv over pool5, fc2 a 1x1 conv), head.fc."""
-    x = torch_features(tensors, convs_per_block, x_nchw, batchnorm=False)
+    x = torch_features(tensors, convs_per_block, x_nchw, batchnorm)
     for name in ("pre_logits.fc1", "pre_logits.fc2"):
         weight, bias = (_f64(tensors[f"{name}.{k}"]) for k in ("weight", "bias"))
         x = relu(conv_nchw(x, weight, bias, pad=0))

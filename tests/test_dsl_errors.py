@@ -53,7 +53,7 @@ MALFORMED = [
     ("64C3.5", "64C3.5", "whole number", "'64C1,7'"),
     ("GAP2", "GAP2", "GAP takes no numbers", "write 'GAP'"),
     ("64C3-F10", "F10", "F takes no numbers", "write 'F', or 'FC10'"),
-    ("vgg91", "vgg91", "unknown layer token", "named architecture 'vgg19'"),
+    ("vg19", "vg19", "unknown layer token", "named architecture 'vgg19'"),
     ("lenet-FC3", "lenet", "unknown layer token", "stands alone; to change it, write out its"),
     ("vgg19x", "vgg19", "unknown layer token", "'64C3x2-MP2-128C3x2"),
     ("64C3-MP2 FC10", "F", "unexpected 'F'", "join layers with '-'"),

@@ -39,6 +39,14 @@ def test_table_lists_every_layer_and_the_total():
 def test_named_architectures_have_the_published_counts():
     assert kzoo.explain("vgg19").total_params == 143_667_240
     assert kzoo.explain("vgg16").total_params == 138_357_544
+    # torchvision's counts; with BN Keras also counts the moving mean and variance, and the
+    # conv before a BN has no bias: one more number per BN channel
+    bn_channels = {11: 2752, 13: 2944, 16: 4224, 19: 5504}
+    for name, torchvision in [("vgg11", 132_863_336), ("vgg13", 133_047_848)]:
+        assert kzoo.explain(name).total_params == torchvision
+    for depth, torchvision in [(11, 132_868_840), (13, 133_053_736), (16, 138_365_992),
+                               (19, 143_678_248)]:  # fmt: skip
+        assert kzoo.explain(f"vgg{depth}_bn").total_params == torchvision + bn_channels[depth]
     assert kzoo.explain("mlp256").total_params == 784 * 256 + 256 + 256 * 256 + 256 + 2570
 
 

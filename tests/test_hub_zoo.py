@@ -29,9 +29,10 @@ from hub_server import (  # noqa: F401
 )
 
 import kzoo
+from kzoo.dsl import ARCHITECTURES
 from kzoo.errors import EntryNotFoundError, KzooError, UnknownNameError
 from kzoo.zoo import class_names, prepare_weights
-from kzoo.zoo.hub import hub_model
+from kzoo.zoo.hub import hub_model, supported_architectures
 
 TOLERANCE = 1e-5
 
@@ -77,6 +78,38 @@ def test_a_timm_vgg_repo_loads_end_to_end_and_matches_numpy(
     np.testing.assert_array_equal(outputs(again, images), got)
     pinned = kzoo.load(f"hf://timm/vgg19.tv_in1k@{repo.commit}")
     np.testing.assert_array_equal(outputs(pinned, images), got)
+
+
+def _layers(explanation) -> list[tuple[str, str]]:
+    """Each layer's name and kind (its token without the numbers)."""
+    return [
+        (row.name, "".join(c for c in row.token if not c.isdigit())) for row in explanation.rows
+    ]
+
+
+@pytest.mark.parametrize(
+    ("architecture", "convs_per_block", "batchnorm"),
+    [("vgg11_bn", (1, 1, 2, 2, 2), True), ("vgg13", (2, 2, 2, 2, 2), False),
+     ("vgg16_bn", (2, 2, 3, 3, 3), True)],
+)  # fmt: skip
+def test_every_timm_vgg_depth_loads_and_matches_numpy(
+    hub_server, tmp_path, images, monkeypatch, architecture, convs_per_block, batchnorm
+):
+    assert architecture in supported_architectures()
+    layout = dataclasses.replace(TINY, convs_per_block=convs_per_block, batchnorm=batchnorm)
+    thousand = dataclasses.replace(layout, fc=(*layout.fc[:-1], 1000))
+    # the real network and the tiny one it stands in for differ in widths only
+    tiny = f"64x64x3:{spec_of(thousand)}"
+    assert _layers(kzoo.explain(architecture)) == _layers(kzoo.explain(tiny))
+    monkeypatch.setitem(ARCHITECTURES, architecture, (spec_of(thousand), (64, 64, 3), "tiny"))
+    hf_id = f"hf://timm/{architecture}.tv_in1k"
+    _, tensors = publish(hub_server, tmp_path, hf_id[5:], layout, architecture=architecture)
+    model = kzoo.load(hf_id)
+    x = (images.astype(np.float64) / 255.0 - np.asarray((0.485, 0.456, 0.406))) / np.asarray(
+        (0.229, 0.224, 0.225)
+    )
+    logits = ref.timm_forward(tensors, convs_per_block, x.transpose(0, 3, 1, 2), batchnorm)
+    assert ref.relative_error(outputs(model, images), softmax(logits)) < TOLERANCE
 
 
 @pytest.mark.backend

@@ -16,6 +16,8 @@ _VGG19 = "64C3x2-MP2-128C3x2-MP2-256C3x4-MP2-512C3x4-MP2-512C3x4-MP2-FC4096x2-FC
 _VGG19_BN = (
     "64C3+BNx2-MP2-128C3+BNx2-MP2-256C3+BNx4-MP2-512C3+BNx4-MP2-512C3+BNx4-MP2-FC4096x2-FC1000"
 )
+# convs per block of the VGG configurations A (11 layers), B (13) and D (16) of the paper
+_VGG_BLOCKS = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3)}
 _MNIST = (28, 28, 1)
 _IMAGENET = (224, 224, 3)
 _INCEPTION = (299, 299, 3)
@@ -120,6 +122,29 @@ def _inception_v3() -> str:
     return "{scale=false}" + "-".join(blocks) + "-GAP-FC1000"
 
 
+def _vgg(depth: int, batchnorm: bool) -> str:
+    """VGG-11/13/16, each conv followed by BatchNorm in torchvision's ``_bn`` variants."""
+    conv = "C3+BN" if batchnorm else "C3"
+    blocks = (
+        f"{width}{conv}" + (f"x{count}" if count > 1 else "") + "-MP2"
+        for width, count in zip((64, 128, 256, 512, 512), _VGG_BLOCKS[depth], strict=True)
+    )
+    return "-".join(blocks) + "-FC4096x2-FC1000"
+
+
+def _vggs() -> dict[str, tuple[str, tuple[int, ...], str]]:
+    found: dict[str, tuple[str, tuple[int, ...], str]] = {}
+    for depth in (11, 13):
+        found[f"vgg{depth}"] = (_vgg(depth, False), _IMAGENET, f"VGG-{depth}, torchvision's")
+    for depth in (11, 13, 16):
+        found[f"vgg{depth}_bn"] = (
+            _vgg(depth, True),
+            _IMAGENET,
+            f"VGG-{depth} with batch normalisation after every conv",
+        )
+    return found
+
+
 def _resnets() -> dict[str, tuple[str, tuple[int, ...], str]]:
     found: dict[str, tuple[str, tuple[int, ...], str]] = {}
     for depth in (50, 101, 152):
@@ -167,6 +192,7 @@ ARCHITECTURES: dict[str, tuple[str, tuple[int, ...], str]] = {
     "vgg16": (_VGG16, _IMAGENET, "VGG-16 (Simonyan & Zisserman 2014), as keras.applications"),
     "vgg19": (_VGG19, _IMAGENET, "VGG-19 (Simonyan & Zisserman 2014), as keras.applications"),
     "vgg19_bn": (_VGG19_BN, _IMAGENET, "VGG-19 with batch normalisation after every conv"),
+    **_vggs(),
     **_resnets(),
     "inception_v3": (
         _inception_v3(),
