@@ -36,6 +36,7 @@ def test_transfer_folder_smoke_trains_saves_and_reloads_vgg19(capsys, tmp_path):
     assert "phase boundary after epoch 2" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_transfer_folder_smoke_leaves_nothing_in_the_temp_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where TemporaryDirectory goes
     _example("transfer_folder").main(["--smoke"])

@@ -48,7 +48,7 @@ JAX_ONNX_MAXPOOL = pytest.mark.xfail(
 FORMAT_PARAMS = [
     pytest.param("tf_saved_model"),
     pytest.param("onnx", marks=JAX_ONNX_MAXPOOL),
-    pytest.param("litert"),
+    pytest.param("litert", marks=pytest.mark.slow),  # the slowest converter: -m slow
     pytest.param("openvino"),
 ]
 
@@ -391,7 +391,7 @@ def odd_model() -> keras.Model:
 
 
 @pytest.mark.backend
-@pytest.mark.parametrize("fmt", ["onnx", "litert"])
+@pytest.mark.parametrize("fmt", ["onnx", pytest.param("litert", marks=pytest.mark.slow)])
 def test_a_layer_the_converter_cannot_translate_is_named(fmt, tmp_path):
     if BACKEND != "tensorflow":
         pytest.skip("layer names come from TensorFlow's op scopes in the converters' errors")
@@ -540,6 +540,7 @@ def test_a_savedmodel_export_replaces_an_earlier_one(dsl_model, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["served"]
 
 
+@pytest.mark.slow
 @pytest.mark.backend
 def test_a_litert_export_without_names_drops_the_side_file_of_an_earlier_one(dsl_model, tmp_path):
     if not writable("litert"):

@@ -297,6 +297,7 @@ _RELOAD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.backend
 def test_saved_model_with_every_kzoo_layer_reloads_in_a_fresh_process(tmp_path):
     rng = np.random.default_rng(0)

@@ -86,6 +86,7 @@ def test_bad_settings_are_refused():
         OneCycle(1e-3, total_steps=0)
 
 
+@pytest.mark.slow
 @pytest.mark.backend
 def test_momentum_cycling_sets_beta_1_and_changes_training():
     x, y = digits()

@@ -30,6 +30,7 @@ print(json.dumps({"outputs": out.tolist(), "layers": [la.name for la in model.la
 """
 
 
+@pytest.mark.slow
 @pytest.mark.backend
 @pytest.mark.parametrize("name", ["dsl", "transfer"])
 def test_a_model_saved_by_the_earlier_layout_reloads_with_identical_outputs(name):
