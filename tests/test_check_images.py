@@ -295,6 +295,12 @@ def test_cli_check_of_a_clean_folder_succeeds(tmp_path, digits, capsys):
     assert "0 errors" in capsys.readouterr().out
 
 
+def test_cli_check_of_a_folder_without_classes_counts_one_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["check", str(tmp_path / "empty")]) == 1
+    assert capsys.readouterr().out.rstrip().endswith("1 error, 0 warnings, 0 notes")
+
+
 def test_cli_check_of_a_missing_folder_says_so(tmp_path, capsys):
     assert main(["check", str(tmp_path / "nowhere")]) == 1
     assert "nowhere" in capsys.readouterr().err

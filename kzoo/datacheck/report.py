@@ -159,6 +159,11 @@ class DataReport:
             if len(found) > limit:
                 lines.append(f"  ... and {len(found) - limit:,} more")
         counted = Counter(f.severity for f in self.findings)
-        plural = {"error": "errors", "warning": "warnings", "info": "notes"}
-        lines.append("\n" + ", ".join(f"{counted[s]:,} {plural[s]}" for s in SEVERITIES))
+        words = {"error": "error", "warning": "warning", "info": "note"}
+        lines.append(
+            "\n"
+            + ", ".join(
+                f"{counted[s]:,} {words[s]}{'' if counted[s] == 1 else 's'}" for s in SEVERITIES
+            )
+        )
         return "\n".join(lines)
