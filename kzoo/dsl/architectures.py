@@ -11,13 +11,8 @@ from __future__ import annotations
 
 __all__ = ["ARCHITECTURES", "get_architecture", "list_architectures"]
 
-_VGG16 = "64C3x2-MP2-128C3x2-MP2-256C3x3-MP2-512C3x3-MP2-512C3x3-MP2-FC4096x2-FC1000"
-_VGG19 = "64C3x2-MP2-128C3x2-MP2-256C3x4-MP2-512C3x4-MP2-512C3x4-MP2-FC4096x2-FC1000"
-_VGG19_BN = (
-    "64C3+BNx2-MP2-128C3+BNx2-MP2-256C3+BNx4-MP2-512C3+BNx4-MP2-512C3+BNx4-MP2-FC4096x2-FC1000"
-)
-# convs per block of the VGG configurations A (11 layers), B (13) and D (16) of the paper
-_VGG_BLOCKS = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3)}
+# convs per block of the paper's VGG configurations A, B, D and E (11, 13, 16 and 19 layers)
+_VGG_BLOCKS = {11: (1, 1, 2, 2, 2), 13: (2, 2, 2, 2, 2), 16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
 _MNIST = (28, 28, 1)
 _IMAGENET = (224, 224, 3)
 _INCEPTION = (299, 299, 3)
@@ -123,7 +118,10 @@ def _inception_v3() -> str:
 
 
 def _vgg(depth: int, batchnorm: bool) -> str:
-    """VGG-11/13/16, each conv followed by BatchNorm in torchvision's ``_bn`` variants."""
+    """VGG-11/13/16/19, each conv followed by BatchNorm in torchvision's ``_bn`` variants.
+
+    VGG-19: ``64C3x2-MP2-128C3x2-MP2-256C3x4-MP2-512C3x4-MP2-512C3x4-MP2-FC4096x2-FC1000``.
+    """
     conv = "C3+BN" if batchnorm else "C3"
     blocks = (
         f"{width}{conv}" + (f"x{count}" if count > 1 else "") + "-MP2"
@@ -134,9 +132,13 @@ def _vgg(depth: int, batchnorm: bool) -> str:
 
 def _vggs() -> dict[str, tuple[str, tuple[int, ...], str]]:
     found: dict[str, tuple[str, tuple[int, ...], str]] = {}
-    for depth in (11, 13):
-        found[f"vgg{depth}"] = (_vgg(depth, False), _IMAGENET, f"VGG-{depth}, torchvision's")
-    for depth in (11, 13, 16):
+    for depth in (11, 13, 16, 19):
+        twin = "as keras.applications" if depth in (16, 19) else "torchvision's"
+        found[f"vgg{depth}"] = (
+            _vgg(depth, False),
+            _IMAGENET,
+            f"VGG-{depth} (Simonyan & Zisserman 2014), {twin}",
+        )
         found[f"vgg{depth}_bn"] = (
             _vgg(depth, True),
             _IMAGENET,
@@ -189,9 +191,6 @@ ARCHITECTURES: dict[str, tuple[str, tuple[int, ...], str]] = {
         _MNIST,
         "small VGG-style convnet for MNIST",
     ),
-    "vgg16": (_VGG16, _IMAGENET, "VGG-16 (Simonyan & Zisserman 2014), as keras.applications"),
-    "vgg19": (_VGG19, _IMAGENET, "VGG-19 (Simonyan & Zisserman 2014), as keras.applications"),
-    "vgg19_bn": (_VGG19_BN, _IMAGENET, "VGG-19 with batch normalisation after every conv"),
     **_vggs(),
     **_resnets(),
     "inception_v3": (

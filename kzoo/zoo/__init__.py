@@ -55,8 +55,8 @@ _EXPORTS = {
     "import_weights": "kzoo.zoo.weights:import_weights",
     "purge": "kzoo.zoo.weights:purge",
     "raw_relpath": "kzoo.zoo.weights:raw_relpath",
-    "verify_cached": "kzoo.zoo.weights:verify_cached",
     "source_path": "kzoo.zoo.weights:source_path",
+    "verify_cached": "kzoo.zoo.weights:verify_cached",
     "weights_path": "kzoo.zoo.weights:weights_path",
 }
 
